@@ -1,0 +1,94 @@
+// ncfast._C: plain functions over raw pointers, shapes and dtype codes. No libtorch here:
+// Python validates inputs, owns every buffer and passes data_ptr() values in.
+#include <pybind11/pybind11.h>
+
+#include <cblas.h>
+
+#include <string>
+
+#include "core/class_stats.h"
+#include "cpu/class_stats_cpu.h"
+
+#ifdef NCFAST_WITH_CUDA
+#include "cuda/cuda_info.h"
+#endif
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename T>
+T* as_ptr(uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+py::tuple update_class_stats_cpu(uintptr_t counts, uintptr_t means, uintptr_t scatter,
+                                 uintptr_t class_scatter, uintptr_t class_diag,
+                                 int64_t num_classes, int64_t dim, uintptr_t features,
+                                 int32_t feature_dtype, int64_t rows, int64_t row_stride,
+                                 uintptr_t labels, int32_t label_dtype, int32_t nan_policy,
+                                 int64_t block_rows) {
+  ncfast::StatsView stats;
+  stats.num_classes = num_classes;
+  stats.dim = dim;
+  stats.counts = as_ptr<int64_t>(counts);
+  stats.means = as_ptr<double>(means);
+  stats.scatter = as_ptr<double>(scatter);
+  stats.class_scatter = as_ptr<double>(class_scatter);
+  stats.class_diag = as_ptr<double>(class_diag);
+
+  ncfast::BatchView batch;
+  batch.features = as_ptr<const void>(features);
+  batch.feature_dtype = static_cast<ncfast::DType>(feature_dtype);
+  batch.rows = rows;
+  batch.row_stride = row_stride;
+  batch.labels = as_ptr<const void>(labels);
+  batch.label_dtype = static_cast<ncfast::DType>(label_dtype);
+
+  ncfast::UpdateResult result;
+  {
+    py::gil_scoped_release no_gil;
+    result = ncfast::cpu::update_class_stats(stats, batch,
+                                             static_cast<ncfast::NanPolicy>(nan_policy),
+                                             block_rows);
+  }
+  return py::make_tuple(static_cast<int>(result.status), result.row, result.label,
+                        result.skipped_rows);
+}
+
+py::dict build_info() {
+  py::dict info;
+  info["cxx_flags"] = std::string(NCFAST_CXX_FLAGS);
+#ifdef _OPENMP
+  info["openmp"] = true;
+  info["openmp_version"] = static_cast<int>(_OPENMP);
+#else
+  info["openmp"] = false;
+#endif
+  info["blas"] = std::string(scipy_openblas_get_config());
+  info["num_threads"] = ncfast::cpu::num_threads();
+#ifdef NCFAST_WITH_CUDA
+  info["cuda"] = true;
+  info["cuda_archs"] = std::string(NCFAST_CUDA_ARCHS);
+  info["cuda_runtime_version"] = ncfast::cuda::runtime_version();
+#else
+  info["cuda"] = false;
+  info["cuda_archs"] = std::string();
+#endif
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "ncfast core kernels (pointer-level API; use the ncfast package, not this module).";
+  // The CPU kernels parallelise with OpenMP themselves and call BLAS from inside each thread.
+  scipy_openblas_set_num_threads(1);
+  m.def("update_class_stats_cpu", &update_class_stats_cpu);
+  m.def("default_block_rows", [](int64_t dim, int32_t dtype) {
+    return ncfast::cpu::default_block_rows(dim, static_cast<ncfast::DType>(dtype));
+  });
+  m.def("build_info", &build_info);
+  m.def("get_num_threads", &ncfast::cpu::num_threads);
+  m.def("set_num_threads", &ncfast::cpu::set_num_threads);
+}

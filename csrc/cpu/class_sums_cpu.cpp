@@ -1,0 +1,41 @@
+// Each thread owns a column range [j0, j1) and walks every row of the block, adding its slice
+// into the slot's float64 sum row: reads are the block (cache-resident), writes never race.
+#include "class_sums_cpu.h"
+
+#include <algorithm>
+
+#include "parallel.h"
+
+namespace ncfast::cpu {
+namespace {
+
+template <typename In>
+void class_sums_impl(const In* x, int64_t rows, int64_t dim, int64_t row_stride,
+                     const int32_t* row_slot, const uint8_t* keep, int64_t num_slots,
+                     double* sums) {
+  std::fill(sums, sums + num_slots * dim, 0.0);
+#pragma omp parallel
+  {
+    const ColumnRange cols = column_range(thread_id(), team_size(), dim);
+    for (int64_t i = 0; i < rows; ++i) {
+      if (!keep[i]) continue;
+      const In* row = x + i * row_stride;
+      double* out = sums + static_cast<int64_t>(row_slot[i]) * dim;
+#pragma omp simd
+      for (int64_t j = cols.begin; j < cols.end; ++j) out[j] += to_double(row[j]);
+    }
+  }
+}
+
+}  // namespace
+
+void class_sums(const void* x, DType dtype, int64_t rows, int64_t dim, int64_t row_stride,
+                const int32_t* row_slot, const uint8_t* keep, int64_t num_slots, double* sums) {
+  dispatch_float_dtype(dtype, [&](auto tag) {
+    using In = decltype(tag);
+    class_sums_impl(static_cast<const In*>(x), rows, dim, row_stride, row_slot, keep, num_slots,
+                    sums);
+  });
+}
+
+}  // namespace ncfast::cpu

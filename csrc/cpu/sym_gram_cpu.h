@@ -1,0 +1,15 @@
+// Symmetric Gram C = alpha * Z^T Z + beta * C, upper triangle only, parallel over column panels.
+#pragma once
+
+#include <cstdint>
+
+namespace ncfast::cpu {
+
+// Z: rows x dim, row-major, leading dimension ld. C: dim x dim row-major; only entries
+// with column >= row are read and written.
+void sym_gram_upper(const float* z, int64_t rows, int64_t dim, int64_t ld, float alpha, float beta,
+                    float* c);
+void sym_gram_upper(const double* z, int64_t rows, int64_t dim, int64_t ld, double alpha,
+                    double beta, double* c);
+
+}  // namespace ncfast::cpu

@@ -1,0 +1,29 @@
+"""Loads the compiled core ``ncfast._C`` after the OpenBLAS library it links against.
+
+The core links the OpenBLAS build shipped as the ``scipy-openblas32`` wheel. Loading that
+library first (with RTLD_GLOBAL) lets the dynamic loader resolve it by soname wherever the
+wheel was installed, whatever path was recorded at build time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import scipy_openblas32
+
+
+def _preload_openblas() -> None:
+    lib_dir = scipy_openblas32.get_lib_dir()
+    stem = "lib" + scipy_openblas32.get_library()
+    for name in sorted(os.listdir(lib_dir)):
+        if name.startswith(stem) and ".so" in name:
+            ctypes.CDLL(os.path.join(lib_dir, name), mode=ctypes.RTLD_GLOBAL)
+            return
+
+
+_preload_openblas()
+
+from . import _C  # noqa: E402  (must follow the preload)
+
+__all__ = ["_C"]

@@ -1,0 +1,58 @@
+"""Turns user inputs (torch tensors, NumPy arrays and memmaps, sequences) into tensors the
+kernels accept, with one clear error per bad argument. Never copies unless it must."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._dtypes import FLOAT_CODES, LABEL_CODES
+
+
+def to_tensor(value: Any, name: str) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        if any(s < 0 for s in value.strides):
+            value = np.ascontiguousarray(value)
+        with warnings.catch_warnings():
+            # Read-only arrays (memmaps opened with mode='r') are only ever read here.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            try:
+                return torch.from_numpy(value)
+            except TypeError as err:
+                raise TypeError(f"{name}: NumPy dtype {value.dtype} is not supported") from err
+    try:
+        return torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name}: expected a tensor or array, got {type(value).__name__}") from err
+
+
+def as_features(value: Any, dim: int) -> Tensor:
+    x = to_tensor(value, "features")
+    if x.dtype not in FLOAT_CODES:
+        raise TypeError(
+            f"features: dtype {x.dtype} is not supported (use float32, float64, float16 or bfloat16)"
+        )
+    if x.ndim != 2:
+        raise ValueError(f"features: expected a 2-D (rows, dim) array, got shape {tuple(x.shape)}")
+    if x.shape[1] != dim:
+        raise ValueError(f"features: expected {dim} columns, got {x.shape[1]}")
+    if x.shape[0] > 0 and x.stride(1) != 1:
+        x = x.contiguous()
+    return x
+
+
+def as_labels(value: Any, rows: int) -> Tensor:
+    y = to_tensor(value, "labels")
+    if y.dtype not in LABEL_CODES:
+        raise TypeError(f"labels: dtype {y.dtype} is not supported (use int32 or int64 class indices)")
+    if y.ndim != 1:
+        raise ValueError(f"labels: expected a 1-D array, got shape {tuple(y.shape)}")
+    if y.shape[0] != rows:
+        raise ValueError(f"labels: expected {rows} labels (one per feature row), got {y.shape[0]}")
+    return y.contiguous()

@@ -1,0 +1,110 @@
+"""The tensors behind ClassStats, and the two operations every backend shares on them:
+growing the class dimension, and Chan's exact merge (DESIGN.md section 3, "Merge").
+
+Per-class tensors are views of the first K rows of larger buffers, so a stream whose number
+of classes is discovered on the fly grows in amortised O(K D) time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+_PER_CLASS = ("counts", "means", "class_scatter", "class_diag")
+
+
+@dataclass
+class StatsState:
+    counts: Tensor  # (K,) int64, n_c
+    means: Tensor  # (K, D) float64, mu_c
+    scatter: Tensor  # (D, D) float64, W (pooled within-class scatter)
+    class_scatter: Tensor  # (K,) float64, tr_c = sum_{i in c} ||x_i - mu_c||^2
+    class_diag: Optional[Tensor]  # (K, D) float64, q_cj, or None when not tracked
+    skipped_rows: int = 0
+    _buffers: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return self.counts.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.scatter.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.scatter.device
+
+
+def empty_state(num_classes: int, dim: int, device: torch.device, per_class_diag: bool) -> StatsState:
+    state = StatsState(
+        counts=torch.zeros(0, dtype=torch.int64, device=device),
+        means=torch.zeros(0, dim, dtype=torch.float64, device=device),
+        scatter=torch.zeros(dim, dim, dtype=torch.float64, device=device),
+        class_scatter=torch.zeros(0, dtype=torch.float64, device=device),
+        class_diag=torch.zeros(0, dim, dtype=torch.float64, device=device) if per_class_diag else None,
+    )
+    state._buffers = {name: getattr(state, name) for name in _PER_CLASS if getattr(state, name) is not None}
+    grow_classes(state, num_classes, exact=True)
+    return state
+
+
+def grow_classes(state: StatsState, num_classes: int, *, exact: bool = False) -> None:
+    """Makes room for classes [0, num_classes); new classes start empty."""
+    if num_classes <= state.num_classes:
+        return
+    capacity = state._buffers["counts"].shape[0]
+    if num_classes > capacity:
+        new_capacity = num_classes if exact else max(num_classes, 2 * capacity)
+        for name, old in state._buffers.items():
+            new = torch.zeros((new_capacity,) + tuple(old.shape[1:]), dtype=old.dtype, device=old.device)
+            new[: old.shape[0]] = old
+            state._buffers[name] = new
+    for name, buffer in state._buffers.items():
+        setattr(state, name, buffer[:num_classes])
+
+
+def clone_state(state: StatsState) -> StatsState:
+    copy = empty_state(state.num_classes, state.dim, state.device, state.class_diag is not None)
+    copy_into(copy, state)
+    return copy
+
+
+def copy_into(dst: StatsState, src: StatsState) -> None:
+    """dst <- src, for states of the same shape."""
+    for name in ("counts", "means", "scatter", "class_scatter", "class_diag"):
+        target = getattr(dst, name)
+        if target is not None:
+            target.copy_(getattr(src, name))
+    dst.skipped_rows = src.skipped_rows
+
+
+def merge_into(dst: StatsState, src: StatsState) -> None:
+    """dst <- dst (+) src by Chan et al.'s pairwise update, exact up to rounding:
+
+    n_c = n_Ac + n_Bc,  delta_c = mu_Bc - mu_Ac,  mu_c = mu_Ac + (n_Bc / n_c) delta_c,
+    W = W_A + W_B + sum_c (n_Ac n_Bc / n_c) delta_c delta_c^T,
+    and the same correction on the diagonal for tr_c and q_cj.
+    The one merge used by ClassStats.merge, all-reduce and checkpoint resume.
+    """
+    grow_classes(dst, src.num_classes)
+    k = src.num_classes
+    n_a = dst.counts[:k].to(torch.float64)
+    n_b = src.counts.to(torch.float64)
+    n = n_a + n_b
+    safe_n = torch.where(n > 0, n, torch.ones_like(n))
+    delta = src.means - dst.means[:k]
+    weight = torch.where(n > 0, n_a * n_b / safe_n, torch.zeros_like(n))
+    between = (delta * weight[:, None]).T @ delta
+    dst.scatter += src.scatter + 0.5 * (between + between.T)
+    dst.class_scatter[:k] += src.class_scatter + weight * (delta * delta).sum(dim=1)
+    if dst.class_diag is not None:
+        if src.class_diag is None:
+            raise ValueError("other: per_class_diag is off there but on here; both must track it to merge")
+        dst.class_diag[:k] += src.class_diag + weight[:, None] * delta * delta
+    dst.means[:k] += (n_b / safe_n)[:, None] * delta
+    dst.counts[:k] += src.counts
+    dst.skipped_rows += src.skipped_rows

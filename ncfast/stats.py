@@ -1,0 +1,343 @@
+"""ClassStats: streaming sufficient statistics of labelled features (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor
+
+from . import _dispatch
+from ._inputs import as_features, as_labels
+from ._state import StatsState, clone_state, copy_into, empty_state, grow_classes, merge_into
+
+PRECISIONS = ("auto", "exact", "fast")
+_STATE_VERSION = 1
+
+
+class ClassStats:
+    """Per-class counts and means and the pooled within-class scatter of a labelled stream.
+
+    One pass, any number of rows, memory O(K D + D^2). Every derived matrix is float64.
+
+    Parameters
+    ----------
+    num_classes : int or None
+        K. Labels must lie in [0, K). ``None`` grows K as larger labels appear.
+    dim : int
+        D, the number of feature columns.
+    device : str or torch.device, optional
+        Where the statistics live (default CPU). Batches must be on the same device.
+    precision : {"auto", "exact", "fast"}
+        How the chunk Gram is accumulated. On the CPU every mode centres each row in float64
+        and multiplies in float32 (float64 for float64 input), then folds into the float64
+        master; see README "Precision" for the measured error. On CUDA, "fast" uses tensor
+        cores (TF32 for float32), "exact" float32 FMA; "auto" is "fast" for 16-bit inputs and
+        "exact" for float32.
+    per_class_diag : bool
+        Also track q_cj = sum_{i in c} (x_ij - mu_cj)^2 (K x D float64), needed by GBC and
+        per-class Fisher scores. Off by default because K x D can be large.
+    nan_policy : {"raise", "skip"}
+        Rows holding NaN/Inf raise ValueError (default) or are dropped and counted in
+        ``skipped_rows``.
+    backend : {"auto", "native", "reference"}
+        "native" runs the C++/CUDA kernels, "reference" the pure-PyTorch implementation in
+        :mod:`ncfast.reference`; "auto" picks native where this build has kernels for the device.
+
+    Examples
+    --------
+    >>> stats = ClassStats(num_classes=10, dim=64)
+    >>> stats.update(torch.randn(1000, 64), torch.randint(0, 10, (1000,)))  # doctest: +ELLIPSIS
+    <ncfast.stats.ClassStats ...>
+    >>> stats.sigma_w().shape
+    torch.Size([64, 64])
+    """
+
+    def __init__(
+        self,
+        num_classes: Optional[int],
+        dim: int,
+        *,
+        device: Union[str, torch.device, None] = None,
+        precision: str = "auto",
+        per_class_diag: bool = False,
+        nan_policy: str = "raise",
+        backend: str = "auto",
+    ) -> None:
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"num_classes: expected a positive int or None, got {num_classes!r}")
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim: expected a positive int, got {dim!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+        if nan_policy not in _dispatch.NAN_POLICIES:
+            raise ValueError(f"nan_policy: expected 'raise' or 'skip', got {nan_policy!r}")
+        self._device = torch.device(device) if device is not None else torch.device("cpu")
+        self._fixed_classes = num_classes is not None
+        self._precision = precision
+        self._nan_policy = nan_policy
+        self._backend_name = backend
+        self._backend = _dispatch.resolve_backend(backend, self._device)
+        self._state = empty_state(num_classes or 0, dim, self._device, per_class_diag)
+
+    # ------------------------------------------------------------------ update / merge
+
+    def update(self, features: Any, labels: Any) -> "ClassStats":
+        """Folds a batch of rows into the statistics.
+
+        Parameters
+        ----------
+        features : Tensor or ndarray, shape (B, D)
+            float32, float64, float16 or bfloat16; any row stride (NumPy memmaps included).
+        labels : Tensor or ndarray, shape (B,)
+            int32 or int64 class indices in [0, K).
+
+        Raises ValueError/TypeError naming the bad argument; on error nothing is changed.
+        """
+        x = as_features(features, self.dim)
+        y = as_labels(labels, x.shape[0])
+        for name, tensor in (("features", x), ("labels", y)):
+            if tensor.device != self._device:
+                raise ValueError(
+                    f"{name}: on {tensor.device} but the statistics are on {self._device} "
+                    "(move the batch, or create ClassStats with that device)"
+                )
+        if x.shape[0] == 0:
+            return self
+        if not self._fixed_classes:
+            self._grow_for(y)
+        if self._backend == "native":
+            _dispatch.native_update_(self._state, x, y, self._nan_policy)
+        else:
+            _dispatch.reference_update_(self._state, x, y, self._nan_policy)
+        return self
+
+    def _grow_for(self, labels: Tensor) -> None:
+        low = int(labels.min())
+        if low < 0:
+            row = int((labels == low).nonzero()[0, 0])
+            raise ValueError(f"labels: value {low} at row {row} is negative")
+        grow_classes(self._state, int(labels.max()) + 1)
+
+    def merge(self, other: "ClassStats") -> "ClassStats":
+        """In-place merge with the statistics of another stream (Chan et al.): the result is
+        what one stream over both inputs would give, up to rounding, in any merge order."""
+        if not isinstance(other, ClassStats):
+            raise TypeError(f"other: expected ClassStats, got {type(other).__name__}")
+        if other.dim != self.dim:
+            raise ValueError(f"other: dim {other.dim} does not match {self.dim}")
+        if other.device != self.device:
+            raise ValueError(f"other: on {other.device} but these statistics are on {self.device}")
+        if self._fixed_classes and other.num_classes > self.num_classes:
+            raise ValueError(f"other: has {other.num_classes} classes, more than num_classes={self.num_classes}")
+        merge_into(self._state, other._state)
+        return self
+
+    def __iadd__(self, other: "ClassStats") -> "ClassStats":
+        return self.merge(other)
+
+    def __add__(self, other: "ClassStats") -> "ClassStats":
+        return self.clone().merge(other)
+
+    def clone(self) -> "ClassStats":
+        copy = ClassStats.__new__(ClassStats)
+        copy.__dict__.update(self.__dict__)
+        copy._state = clone_state(self._state)
+        return copy
+
+    def reset(self) -> "ClassStats":
+        """Forgets every row seen (keeps K, D and the options)."""
+        k = self.num_classes if self._fixed_classes else 0
+        self._state = empty_state(k, self.dim, self._device, self.per_class_diag)
+        return self
+
+    # ------------------------------------------------------------------ raw statistics
+
+    @property
+    def num_classes(self) -> int:
+        return self._state.num_classes
+
+    @property
+    def dim(self) -> int:
+        return self._state.dim
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @property
+    def per_class_diag(self) -> bool:
+        return self._state.class_diag is not None
+
+    @property
+    def num_samples(self) -> int:
+        """N, the number of rows folded in (skipped rows excluded)."""
+        return int(self._state.counts.sum())
+
+    @property
+    def skipped_rows(self) -> int:
+        """Rows dropped for holding NaN/Inf under nan_policy='skip'."""
+        return self._state.skipped_rows
+
+    @property
+    def counts(self) -> Tensor:
+        """(K,) int64, rows per class."""
+        return self._state.counts.clone()
+
+    @property
+    def means(self) -> Tensor:
+        """(K, D) float64 class means; rows of empty classes are zero."""
+        return self._state.means.clone()
+
+    @property
+    def within_scatter(self) -> Tensor:
+        """(D, D) float64 W = sum_c sum_{i in c} (x_i - mu_c)(x_i - mu_c)^T."""
+        return self._state.scatter.clone()
+
+    @property
+    def class_scatter(self) -> Tensor:
+        """(K,) float64 tr_c = sum_{i in c} ||x_i - mu_c||^2."""
+        return self._state.class_scatter.clone()
+
+    @property
+    def class_diag(self) -> Tensor:
+        """(K, D) float64 q_cj = sum_{i in c} (x_ij - mu_cj)^2 (needs per_class_diag=True)."""
+        if self._state.class_diag is None:
+            raise ValueError("class_diag: not tracked; create ClassStats with per_class_diag=True")
+        return self._state.class_diag.clone()
+
+    # ------------------------------------------------------------------ derived matrices
+
+    def _require_samples(self, what: str) -> int:
+        n = self.num_samples
+        if n == 0:
+            raise ValueError(f"{what}: undefined before any row was seen (call update first)")
+        return n
+
+    def _present(self) -> Tensor:
+        return self._state.counts > 0
+
+    @property
+    def global_mean(self) -> Tensor:
+        """(D,) float64 mu_G = sum_c n_c mu_c / N."""
+        n = self._require_samples("global_mean")
+        weights = self._state.counts.to(torch.float64)
+        return weights @ self._state.means / n
+
+    def centred_means(self) -> Tensor:
+        """(K', D) float64 mu_c - mu_G over the K' classes that have rows."""
+        return self._state.means[self._present()] - self.global_mean
+
+    def sigma_w(self) -> Tensor:
+        """(D, D) float64 within-class covariance Sigma_W = W / N."""
+        return self._state.scatter / self._require_samples("sigma_w")
+
+    def between_scatter(self) -> Tensor:
+        """(D, D) float64 S_B = sum_c n_c (mu_c - mu_G)(mu_c - mu_G)^T."""
+        self._require_samples("between_scatter")
+        m = self.centred_means()
+        n = self._state.counts[self._present()].to(torch.float64)
+        s_b = (m * n[:, None]).T @ m
+        return 0.5 * (s_b + s_b.T)
+
+    def sigma_b(self, weighted: bool = False) -> Tensor:
+        """(D, D) float64 between-class covariance.
+
+        ``weighted=False``: Papyan's class-balanced (1/K') sum_c (mu_c - mu_G)(mu_c - mu_G)^T
+        over the K' classes that have rows (the NC1 convention).
+        ``weighted=True``: S_B / N, so that sigma_t() == sigma_w() + sigma_b(weighted=True).
+        """
+        if weighted:
+            return self.between_scatter() / self.num_samples
+        self._require_samples("sigma_b")
+        m = self.centred_means()
+        return (m.T @ m) / m.shape[0]
+
+    def sigma_t(self) -> Tensor:
+        """(D, D) float64 total covariance (W + S_B) / N (population normalisation)."""
+        return (self._state.scatter + self.between_scatter()) / self.num_samples
+
+    def gram(self) -> Tensor:
+        """(D, D) float64 raw Gram F^T F = W + sum_c n_c mu_c mu_c^T (LogME's input)."""
+        self._require_samples("gram")
+        n = self._state.counts.to(torch.float64)
+        mu = self._state.means
+        g = self._state.scatter + (mu * n[:, None]).T @ mu
+        return 0.5 * (g + g.T)
+
+    # ------------------------------------------------------------------ persistence
+
+    def state_dict(self) -> dict:
+        """Tensors and options, enough to rebuild these statistics with load_state_dict."""
+        s = self._state
+        out = {
+            "version": _STATE_VERSION,
+            "num_classes": self.num_classes,
+            "dim": self.dim,
+            "fixed_classes": self._fixed_classes,
+            "counts": s.counts.clone(),
+            "means": s.means.clone(),
+            "scatter": s.scatter.clone(),
+            "class_scatter": s.class_scatter.clone(),
+            "skipped_rows": s.skipped_rows,
+        }
+        if s.class_diag is not None:
+            out["class_diag"] = s.class_diag.clone()
+        return out
+
+    def load_state_dict(self, state_dict: dict) -> "ClassStats":
+        """Replaces these statistics with saved ones (moved to this object's device)."""
+        version = state_dict.get("version")
+        if version != _STATE_VERSION:
+            raise ValueError(f"state_dict: version {version!r} is not supported (expected {_STATE_VERSION})")
+        dim, k = int(state_dict["dim"]), int(state_dict["num_classes"])
+        if dim != self.dim:
+            raise ValueError(f"state_dict: dim {dim} does not match {self.dim}")
+        if self.per_class_diag and "class_diag" not in state_dict:
+            raise ValueError("state_dict: has no class_diag but per_class_diag=True here")
+        expected = {"counts": (k,), "means": (k, dim), "scatter": (dim, dim), "class_scatter": (k,)}
+        if self.per_class_diag:
+            expected["class_diag"] = (k, dim)
+        for name, shape in expected.items():
+            if tuple(state_dict[name].shape) != shape:
+                raise ValueError(f"state_dict: {name} has shape {tuple(state_dict[name].shape)}, expected {shape}")
+        fresh = empty_state(k, dim, self._device, self.per_class_diag)
+        loaded = StatsState(
+            counts=state_dict["counts"].to(torch.int64),
+            means=state_dict["means"].to(torch.float64),
+            scatter=state_dict["scatter"].to(torch.float64),
+            class_scatter=state_dict["class_scatter"].to(torch.float64),
+            class_diag=state_dict["class_diag"].to(torch.float64) if self.per_class_diag else None,
+            skipped_rows=int(state_dict.get("skipped_rows", 0)),
+        )
+        copy_into(fresh, loaded)
+        self._state = fresh
+        self._fixed_classes = bool(state_dict.get("fixed_classes", True))
+        return self
+
+    def __getstate__(self) -> dict:
+        return {
+            "options": {
+                "device": str(self._device),
+                "precision": self._precision,
+                "per_class_diag": self.per_class_diag,
+                "nan_policy": self._nan_policy,
+                "backend": self._backend_name,
+            },
+            "state": self.state_dict(),
+        }
+
+    def __setstate__(self, data: dict) -> None:
+        state = data["state"]
+        self.__init__(state["num_classes"], state["dim"], **data["options"])
+        self.load_state_dict(state)
+
+    def __repr__(self) -> str:
+        return (
+            f"ClassStats(num_classes={self.num_classes}, dim={self.dim}, num_samples={self.num_samples}, "
+            f"device={self._device}, backend={self._backend!r})"
+        )
