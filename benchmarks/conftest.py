@@ -1,0 +1,72 @@
+"""Benchmark helpers: ncfast and the pure-PyTorch reference run side by side in one session;
+the summary at the end prints their ratio with the achieved throughput and peak memory."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import pytest
+
+# case name -> {"ncfast": stats, "reference": stats, "work": {...}}
+RESULTS: dict = defaultdict(dict)
+
+
+def scale() -> float:
+    """NCFAST_BENCH_SCALE=0.1 runs every case on a tenth of the rows (quick check)."""
+    return float(os.environ.get("NCFAST_BENCH_SCALE", "1"))
+
+
+def _read_status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class PeakMemory:
+    """Peak resident memory above the level at start, from the kernel's high-water mark
+    (reset through /proc/self/clear_refs, Linux only)."""
+
+    def __enter__(self):
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+        self.start_kib = _read_status_kib("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        self.peak_mib = (_read_status_kib("VmHWM") - self.start_kib) / 1024
+
+
+def record(case: str, impl: str, benchmark, work: dict, peak_mib: float) -> None:
+    RESULTS[case][impl] = {"mean": benchmark.stats.stats.mean, "min": benchmark.stats.stats.min, "peak_mib": peak_mib}
+    RESULTS[case]["work"] = work
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not RESULTS:
+        return
+    tr = terminalreporter
+    tr.section("ncfast vs pure-PyTorch reference")
+    header = f"{'case':<34}{'ncfast s':>10}{'ref s':>10}{'ratio':>8}{'GFLOP/s':>10}{'GB/s':>8}{'peak MiB':>10}{'ref MiB':>9}"
+    tr.write_line(header)
+    for case, res in RESULTS.items():
+        if "ncfast" not in res or "reference" not in res:
+            continue
+        fast, ref, work = res["ncfast"], res["reference"], res["work"]
+        t = fast["min"]
+        tr.write_line(
+            f"{case:<34}{t:>10.3f}{ref['min']:>10.3f}{ref['min'] / t:>8.2f}"
+            f"{work['flops'] / t / 1e9:>10.1f}{work['bytes'] / t / 1e9:>8.2f}"
+            f"{fast['peak_mib']:>10.0f}{ref['peak_mib']:>9.0f}"
+        )
+    tr.write_line("ratio = reference time / ncfast time (best of rounds); flops = N*D^2 (symmetric Gram)")
+
+
+@pytest.fixture(scope="session")
+def results():
+    return RESULTS
