@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from ._core import _C
 from .stats import ClassStats
+from . import metrics
+from .metrics import JointStats, NCCStats, nc_report, transferability
 
 __version__ = "0.1.0"
 
@@ -26,4 +28,11 @@ def set_num_threads(num_threads: int) -> None:
     _C.set_num_threads(num_threads)
 
 
-__all__ = ["ClassStats", "build_info", "get_num_threads", "set_num_threads", "__version__"]
+__all__ = [
+    "ClassStats",
+    "JointStats",
+    "NCCStats",
+    "metrics",
+    "nc_report",
+    "transferability",
+    "build_info", "get_num_threads", "set_num_threads", "__version__"]

@@ -1,0 +1,66 @@
+"""Checks and small linear-algebra helpers shared by the score modules."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# Pairwise (K x K) work is done in row blocks of at most this many entries, so that K = 100k
+# classes never allocates a K^2 matrix.
+PAIR_BLOCK_ENTRIES = 1 << 24
+
+
+def present_classes(stats, what: str, *, min_classes: int = 2) -> Tensor:
+    """Boolean mask of the classes with rows; raises if fewer than `min_classes` have any."""
+    present = stats._state.counts > 0
+    k = int(present.sum())
+    if k < min_classes:
+        raise ValueError(
+            f"{what}: needs at least {min_classes} classes with rows, got {k} (update with more labelled data)"
+        )
+    return present
+
+
+def require_all_classes(stats, what: str) -> None:
+    empty = (stats._state.counts == 0).nonzero().flatten()
+    if empty.numel():
+        raise ValueError(
+            f"{what}: class {int(empty[0])} has no rows ({empty.numel()} empty classes); "
+            "it needs every class of the classifier to be present"
+        )
+
+
+def as_classifier(classifier, stats, what: str) -> Tensor:
+    w = torch.as_tensor(classifier, device=stats.device).to(torch.float64)
+    if w.ndim != 2 or w.shape != (stats.num_classes, stats.dim):
+        raise ValueError(
+            f"classifier: expected shape ({stats.num_classes}, {stats.dim}) for {what}, got {tuple(w.shape)}"
+        )
+    return w
+
+
+def row_blocks(rows: int, cols: int):
+    """Yields (start, stop) over `rows` so that each block times `cols` stays bounded."""
+    step = max(1, PAIR_BLOCK_ENTRIES // max(cols, 1))
+    for start in range(0, rows, step):
+        yield start, min(rows, start + step)
+
+
+def check_dense_decomposition(dim: int, what: str, device: torch.device) -> None:
+    """A D x D float64 eigendecomposition needs a few D^2 buffers; refuse clearly if they
+    cannot fit rather than failing deep inside LAPACK."""
+    needed = 6 * dim * dim * 8
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+    else:
+        try:
+            import os
+
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return
+    if needed > free:
+        raise MemoryError(
+            f"{what}: a {dim} x {dim} float64 eigendecomposition needs about {needed / 2**30:.1f} GiB, "
+            f"only {free / 2**30:.1f} GiB free; reduce D (e.g. PCA) or move the statistics to a bigger device"
+        )
