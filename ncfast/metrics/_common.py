@@ -7,7 +7,7 @@ from torch import Tensor
 
 # Pairwise (K x K) work is done in row blocks of at most this many entries, so that K = 100k
 # classes never allocates a K^2 matrix.
-PAIR_BLOCK_ENTRIES = 1 << 24
+PAIR_BLOCK_ENTRIES = 1 << 22
 
 
 def present_classes(stats, what: str, *, min_classes: int = 2) -> Tensor:
