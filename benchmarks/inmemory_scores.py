@@ -16,10 +16,11 @@ def _class_means(f, y, k):
 
 
 def nc1(f, y, k):
-    mu, _ = _class_means(f, y, k)
+    mu, counts = _class_means(f, y, k)
     centred = f - mu[y]
     sw = (centred.T @ centred).double() / f.shape[0]
-    m = (mu - f.mean(dim=0)).double()
+    mu64, n64 = mu.double(), counts.double()
+    m = mu64 - (n64 @ mu64) / n64.sum()  # exact sum_c n_c m_c = 0, so pinv sees rank K-1
     sb = m.T @ m / k
     return float(torch.trace(sw @ torch.linalg.pinv(sb, hermitian=True)) / k)
 

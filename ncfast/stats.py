@@ -145,6 +145,29 @@ class ClassStats:
         copy._state = clone_state(self._state)
         return copy
 
+    def to(self, device: Union[str, torch.device]) -> "ClassStats":
+        """A copy of these statistics on `device` (the kernels follow the device)."""
+        device = torch.device(device)
+        copy = self.clone()
+        copy._device = device
+        copy._backend = _dispatch.resolve_backend(self._backend_name, device)
+        copy._state = empty_state(self.num_classes, self.dim, device, self.per_class_diag)
+        copy_into(copy._state, self._state)
+        return copy
+
+    def save(self, path: str) -> None:
+        """Writes the statistics to `path` (.safetensors, or .pt), atomically."""
+        from ._persist import save_stats
+
+        save_stats(self, path)
+
+    @staticmethod
+    def load(path: str) -> "ClassStats":
+        """Reads statistics written by :meth:`save` (onto the CPU; use .to(device) after)."""
+        from ._persist import load_stats
+
+        return load_stats(path)[0]
+
     def reset(self) -> "ClassStats":
         """Forgets every row seen (keeps K, D and the options)."""
         k = self.num_classes if self._fixed_classes else 0

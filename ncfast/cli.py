@@ -1,0 +1,275 @@
+"""The `ncfast` command: score feature dumps, rank models, write and merge statistics.
+
+    ncfast score                         # a built-in example, no files needed
+    ncfast score feats.npy labels.npy --json scores.json
+    ncfast rank resnet=r.npy vit=v.npy --labels labels.npy
+    ncfast stats feats.npy labels.npy -o stats.safetensors
+    ncfast merge a.safetensors b.safetensors -o all.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from . import metrics
+from ._persist import load_stats, save_stats
+from .io import open_array
+from .pipeline import accumulate
+from .stats import ClassStats
+
+SCORES = ("nc1", "nc1_trace", "cdnv", "nc2_etf", "logme", "h_score", "h_score_shrinkage", "face", "gbc", "rankme")
+# For `rank`: True where a higher score predicts better transfer.
+HIGHER_IS_BETTER = {
+    "nc1": False, "nc1_trace": False, "cdnv": False, "nc2_etf": False, "logme": True, "h_score": True,
+    "h_score_shrinkage": True, "face": True, "gbc": True, "rankme": True,
+}
+
+
+class CommandError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def compute_scores(stats: ClassStats, names: List[str]) -> Dict[str, Optional[float]]:
+    """The requested scores; one that is undefined for these statistics becomes None, with
+    the reason on stderr."""
+    table = {
+        "nc1": lambda: metrics.nc1(stats),
+        "nc1_trace": lambda: metrics.nc1_trace(stats),
+        "cdnv": lambda: metrics.cdnv(stats),
+        "nc2_etf": lambda: metrics.nc2(stats.centred_means()).etf_distance,
+        "logme": lambda: metrics.logme(stats),
+        "h_score": lambda: metrics.h_score(stats),
+        "h_score_shrinkage": lambda: metrics.h_score_shrinkage(stats),
+        "face": lambda: metrics.face(stats).score,
+        "gbc": lambda: metrics.gbc(stats),
+        "rankme": lambda: metrics.rankme(stats),
+    }
+    out = {}
+    for name in names:
+        try:
+            out[name] = float(table[name]())
+        except (ValueError, MemoryError) as err:
+            print(f"ncfast: {name} skipped: {err}", file=sys.stderr)
+            out[name] = None
+    return out
+
+
+def _parse_metrics(text: Optional[str]) -> List[str]:
+    if not text:
+        return list(SCORES)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in SCORES]
+    if unknown:
+        raise CommandError(f"--metrics: unknown {', '.join(unknown)} (choose from {', '.join(SCORES)})")
+    return names
+
+
+def _print_table(rows: Dict[str, Optional[float]], title: str) -> None:
+    print(title)
+    width = max(len(k) for k in rows) + 2
+    for key, value in rows.items():
+        shown = "n/a" if value is None else f"{value:.6g}"
+        print(f"  {key:<{width}}{shown:>14}")
+
+
+def _write_json(path: str, payload: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _load_matrix(path: str, what: str) -> torch.Tensor:
+    try:
+        return torch.from_numpy(np.load(path)).to(torch.float64)
+    except FileNotFoundError:
+        raise CommandError(f"{what}: no such file: {path}") from None
+    except ValueError as err:
+        raise CommandError(f"{what}: cannot read {path} ({err})") from None
+
+
+def _example_data():
+    """A built-in example: 200k rows, 256 dims, 20 classes, features of a half-collapsed model."""
+    gen = torch.Generator().manual_seed(0)
+    k, d, n = 20, 256, 200_000
+    centres = 0.25 * torch.randn(k, d, generator=gen)
+    y = torch.randint(0, k, (n,), generator=gen)
+    x = (centres[y] + torch.randn(n, d, generator=gen) * (1.0 + torch.rand(k, generator=gen)[y, None])).float()
+    return open_array(x, "features"), open_array(y, "labels"), centres
+
+
+def _stats_for(args, features_spec, labels_spec, label=""):
+    feats = open_array(features_spec, "features")
+    labels = open_array(labels_spec, "labels")
+    return accumulate(
+        feats, labels, num_classes=args.num_classes, per_class_diag=True, device=args.device,
+        chunk_rows=args.chunk_rows, checkpoint=getattr(args, "checkpoint", None),
+        checkpoint_every=getattr(args, "checkpoint_every", None), progress=not args.quiet, label=label,
+    ), feats, labels
+
+
+def cmd_score(args) -> int:
+    names = _parse_metrics(args.metrics)
+    start = time.perf_counter()
+    classifier = None
+    if args.stats:
+        stats, _ = load_stats(args.stats)
+        source = args.stats
+    elif args.features is None:
+        feats, labels, centres = _example_data()
+        print("ncfast: no files given, scoring a built-in example (200,000 x 256, 20 classes)", file=sys.stderr)
+        stats = accumulate(feats, labels, per_class_diag=True, device=args.device, progress=not args.quiet)
+        classifier = centres  # a classifier aligned with the class centres, to show NC3/NC4
+        source = "built-in example"
+    else:
+        if args.labels is None:
+            raise CommandError("labels: give a LABELS file after FEATURES")
+        stats, feats, labels = _stats_for(args, args.features, args.labels)
+        source = args.features
+    if args.classifier:
+        classifier = _load_matrix(args.classifier, "--classifier")
+    scores = compute_scores(stats, names)
+    if classifier is not None:
+        report = metrics.nc_report(stats, classifier=classifier)
+        scores["nc3"] = report.nc3
+        scores["nc2_classifier_etf"] = report.nc2_classifier.etf_distance
+        if not args.stats:
+            bias = _load_matrix(args.bias, "--bias") if args.bias else None
+            second = metrics.NCCStats.from_stats(stats, classifier=classifier, bias=bias)
+            feats_src = feats if args.features is None else open_array(args.features, "features")
+            labels_src = labels if args.features is None else open_array(args.labels, "labels")
+            from .io import stream
+
+            for _, x, y in stream(feats_src, labels_src, chunk_rows=1 << 16):
+                second.update(x, y)
+            scores["nc4"] = second.nc4
+            scores["ncc_accuracy"] = second.ncc_accuracy
+    seconds = time.perf_counter() - start
+    _print_table(scores, f"{source}: {stats.num_samples:,} rows, {stats.dim} dims, "
+                         f"{int((stats.counts > 0).sum())} classes, {seconds:.2f} s")
+    if args.json:
+        _write_json(args.json, {"source": str(source), "rows": stats.num_samples, "dim": stats.dim,
+                                "classes": int((stats.counts > 0).sum()), "seconds": seconds, "scores": scores})
+    if args.plot:
+        from ._plot import plot_geometry
+
+        plot_geometry(stats, args.plot)
+    return 0
+
+
+def cmd_rank(args) -> int:
+    names = _parse_metrics(args.metrics)
+    table: Dict[str, Dict[str, Optional[float]]] = {}
+    for spec in args.models:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise CommandError(f"models: expected NAME=FEATURES, got {spec!r}")
+        stats, _, _ = _stats_for(args, path, args.labels, label=name)
+        table[name] = compute_scores(stats, names)
+    for score in names:
+        valid = [(m, s[score]) for m, s in table.items() if s[score] is not None and math.isfinite(s[score])]
+        valid.sort(key=lambda kv: kv[1], reverse=HIGHER_IS_BETTER[score])
+        order = "  >  ".join(f"{m} ({v:.4g})" for m, v in valid) or "n/a"
+        print(f"{score:<18} {order}")
+    if args.json:
+        _write_json(args.json, {"labels": args.labels, "scores": table})
+    if args.plot:
+        from ._plot import plot_ranking
+
+        plot_ranking(table, args.plot)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    stats, _, _ = _stats_for(args, args.features, args.labels)
+    save_stats(stats, args.output)
+    print(f"wrote {args.output}: {stats.num_samples:,} rows, {stats.num_classes} classes, {stats.dim} dims")
+    return 0
+
+
+def cmd_merge(args) -> int:
+    merged = None
+    for path in args.inputs:
+        stats, _ = load_stats(path)
+        merged = stats if merged is None else merged.merge(stats)
+    save_stats(merged, args.output)
+    print(f"wrote {args.output}: {merged.num_samples:,} rows from {len(args.inputs)} files")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ncfast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--num-classes", type=int, default=None, help="K (default: largest label + 1)")
+        p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+        p.add_argument("--chunk-rows", type=int, default=None, help="rows per chunk (default: about 64 MiB)")
+        p.add_argument("--quiet", action="store_true", help="no progress line")
+
+    p = sub.add_parser("score", help="score one feature dump")
+    p.add_argument("features", nargs="?", help=".npy, folder/glob of .npy shards, or file.safetensors[:name]")
+    p.add_argument("labels", nargs="?", help="labels in the same formats")
+    p.add_argument("--stats", help="score saved statistics instead of features")
+    p.add_argument("--metrics", help=f"comma list from: {', '.join(SCORES)} (default: all)")
+    p.add_argument("--classifier", help="(K, D) .npy of last-layer weights: adds NC2/NC3 and NC4 (second pass)")
+    p.add_argument("--bias", help="(K,) .npy classifier bias for NC4")
+    p.add_argument("--json", help="also write the scores here")
+    p.add_argument("--checkpoint", help="save progress here and resume from it after a crash")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="rows between checkpoints")
+    p.add_argument("--plot", help="PNG of the class-mean geometry and spectrum (needs matplotlib)")
+    common(p)
+    p.set_defaults(run=cmd_score)
+
+    p = sub.add_parser("rank", help="rank several models' features for one target task")
+    p.add_argument("models", nargs="+", help="NAME=FEATURES for each model")
+    p.add_argument("--labels", required=True)
+    p.add_argument("--metrics")
+    p.add_argument("--json")
+    p.add_argument("--plot", help="PNG of the ranking (needs matplotlib)")
+    common(p)
+    p.set_defaults(run=cmd_rank)
+
+    p = sub.add_parser("stats", help="write the statistics of a dump (.safetensors or .pt)")
+    p.add_argument("features")
+    p.add_argument("labels")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=None)
+    common(p)
+    p.set_defaults(run=cmd_stats)
+
+    p = sub.add_parser("merge", help="merge statistics files (e.g. from several machines)")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(run=cmd_merge)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (CommandError, ValueError, TypeError, FileNotFoundError, MemoryError, ImportError) as err:
+        print(f"ncfast: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"ncfast: error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ncfast: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

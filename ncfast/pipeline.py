@@ -1,0 +1,78 @@
+"""One streaming pass over a feature dump into ClassStats: read-ahead, progress, checkpoints."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from ._persist import load_stats, save_stats
+from ._progress import Progress
+from .io import ArraySource, check_pair, default_chunk_rows, stream
+from .stats import ClassStats
+
+
+def accumulate(
+    features: ArraySource,
+    labels: ArraySource,
+    *,
+    num_classes: Optional[int] = None,
+    per_class_diag: bool = False,
+    device: str = "cpu",
+    chunk_rows: Optional[int] = None,
+    checkpoint: Optional[str] = None,
+    checkpoint_every: Optional[int] = None,
+    progress: bool = True,
+    label: str = "",
+) -> ClassStats:
+    """Streams (features, labels) through ClassStats in one pass.
+
+    With `checkpoint`, the statistics and the number of rows done are saved there every
+    `checkpoint_every` rows (atomically); when the file exists and belongs to the same data
+    and options, the pass resumes from it and ends with exactly the statistics an
+    uninterrupted pass gives (same chunk boundaries, same operations)."""
+    check_pair(features, labels)
+    dim = features.shape[1]
+    chunk_rows = chunk_rows or default_chunk_rows(dim, features.dtype)
+    identity = {
+        "features": features.fingerprint(),
+        "labels": labels.fingerprint(),
+        "num_classes": num_classes,
+        "per_class_diag": per_class_diag,
+        "chunk_rows": chunk_rows,
+    }
+    identity = _jsonable(identity)
+    stats, start = None, 0
+    if checkpoint and os.path.exists(checkpoint):
+        saved, extra = load_stats(checkpoint)
+        if extra.get("identity") == identity:
+            stats, start = saved.to(device) if device != "cpu" else saved, int(extra["rows_done"])
+    if stats is None:
+        stats = ClassStats(num_classes, dim, device=device, per_class_diag=per_class_diag)
+    every = checkpoint_every or max(chunk_rows, 10 * chunk_rows)
+    every = max(chunk_rows, every - every % chunk_rows)  # checkpoints fall on chunk boundaries
+    bar = Progress(features.rows, label=label, enabled=progress)
+    bar.update(start)
+    pin = torch.device(device).type == "cuda"
+    since_save = 0
+    for first, x, y in stream(features, labels, chunk_rows=chunk_rows, start_row=start, pin_memory=pin):
+        if pin:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        stats.update(x, y)
+        bar.update(x.shape[0])
+        since_save += x.shape[0]
+        if checkpoint and since_save >= every and first + x.shape[0] < features.rows:
+            save_stats(stats, checkpoint, {"identity": identity, "rows_done": first + x.shape[0]})
+            since_save = 0
+    bar.close()
+    if checkpoint:
+        save_stats(stats, checkpoint, {"identity": identity, "rows_done": features.rows})
+    return stats
+
+
+def _jsonable(value):
+    """Round-trips through JSON, so a saved identity compares equal to a fresh one."""
+    import json
+
+    return json.loads(json.dumps(value))
