@@ -112,6 +112,10 @@ class ArraySource:
         self._starts = np.cumsum([0] + [s.rows for s in self._segments])
 
     @property
+    def in_memory(self) -> bool:
+        return self._array is not None
+
+    @property
     def rows(self) -> int:
         return self.shape[0]
 
@@ -182,6 +186,20 @@ def default_chunk_rows(dim: int, dtype: torch.dtype, budget_bytes: int = 64 << 2
     return max(1, budget_bytes // (dim * torch.empty((), dtype=dtype).element_size()))
 
 
+class _Slot:
+    """One reusable pair of host buffers (features, labels) for a chunk; `ready` is the CUDA
+    event after which a device copy no longer reads them."""
+
+    def __init__(self, features: ArraySource, labels: ArraySource, rows: int, pin: bool) -> None:
+        def buffer(src: ArraySource) -> Optional[Tensor]:
+            if src.in_memory:
+                return None  # in-memory sources hand out views, no copy
+            return torch.empty((rows,) + src.shape[1:], dtype=src.dtype, pin_memory=pin)
+
+        self.x, self.y = buffer(features), buffer(labels)
+        self.ready = None
+
+
 def stream(
     features: ArraySource,
     labels: ArraySource,
@@ -189,48 +207,69 @@ def stream(
     chunk_rows: int,
     start_row: int = 0,
     prefetch: int = 2,
-    pin_memory: bool = False,
+    device: Optional[Union[str, torch.device]] = None,
 ) -> Iterator[Tuple[int, Tensor, Tensor]]:
     """Yields (first_row, features_chunk, labels_chunk) for rows [start_row, N).
 
-    A background thread reads the next chunks (file reads release the GIL) while the caller
-    works on the current one; at most `prefetch` + 1 chunks are alive, so memory is bounded by
-    the chunk size. Each yielded chunk owns its buffer (pinned when `pin_memory`, for
-    asynchronous host-to-device copies)."""
+    A background thread reads the next `prefetch` chunks (file reads release the GIL) while
+    the caller works on the current one. The chunks are read into a fixed pool of
+    `prefetch + 2` buffers that are recycled, so memory stays bounded by the chunk size and
+    no allocation happens per chunk. A yielded chunk is valid until the next one is requested:
+    clone it to keep it.
+
+    With a CUDA `device`, the buffers are pinned and each chunk is copied asynchronously on the
+    current stream; a buffer is refilled only after the event recorded behind its copy, so
+    reading, copying and the caller's kernels overlap."""
+    device = torch.device(device) if device is not None else None
+    on_gpu = device is not None and device.type == "cuda"
+    rows = min(chunk_rows, max(1, features.rows - start_row))
+    free: "queue.Queue[_Slot]" = queue.Queue()
+    for _ in range(prefetch + 2):
+        free.put(_Slot(features, labels, rows, pin=on_gpu))
     done = object()
-    q: "queue.Queue[Any]" = queue.Queue(maxsize=max(1, prefetch))
+    filled: "queue.Queue[Any]" = queue.Queue()
     stop_flag = threading.Event()
 
     def produce() -> None:
         try:
             for start in range(start_row, features.rows, chunk_rows):
+                slot = free.get()
                 if stop_flag.is_set():
                     return
+                if slot.ready is not None:
+                    slot.ready.synchronize()  # its last device copy has finished reading it
                 stop = min(features.rows, start + chunk_rows)
-                buf = None
-                if pin_memory and features._array is None:
-                    buf = torch.empty((stop - start,) + features.shape[1:], dtype=features.dtype, pin_memory=True)
-                x = features.read(start, stop, buf)
-                y = labels.read(start, stop)
-                q.put((start, x, y))
-            q.put(done)
+                x = features.read(start, stop, slot.x)
+                y = labels.read(start, stop, slot.y)
+                filled.put((start, x, y, slot))
+            filled.put(done)
         except BaseException as err:  # handed to the consumer, raised there
-            q.put(err)
+            filled.put(err)
 
     thread = threading.Thread(target=produce, name="ncfast-reader", daemon=True)
     thread.start()
+    held = None
     try:
         while True:
-            item = q.get()
+            item = filled.get()
+            if held is not None:
+                free.put(held)
+                held = None
             if item is done:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            start, x, y, slot = item
+            if device is not None and x.device != device:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if on_gpu:
+                    slot.ready = torch.cuda.Event()
+                    slot.ready.record()
+            held = slot
+            yield start, x, y
     finally:
         stop_flag.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
+        if held is not None:
+            free.put(held)
+        free.put(_Slot.__new__(_Slot))  # wakes a producer waiting for a free buffer
+        thread.join()

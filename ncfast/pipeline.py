@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional
 
-import torch
 
 from ._persist import load_stats, save_stats
 from ._progress import Progress
@@ -45,20 +45,23 @@ def accumulate(
     identity = _jsonable(identity)
     stats, start = None, 0
     if checkpoint and os.path.exists(checkpoint):
-        saved, extra = load_stats(checkpoint)
+        try:
+            saved, extra = load_stats(checkpoint)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise ValueError(f"--checkpoint: {checkpoint} cannot be read ({err}); delete it to start over") from None
         if extra.get("identity") == identity:
             stats, start = saved.to(device) if device != "cpu" else saved, int(extra["rows_done"])
+            _note(progress, f"resuming from {checkpoint} at row {start:,} of {features.rows:,}")
+        else:
+            _note(progress, f"{checkpoint} belongs to other data or options; starting over")
     if stats is None:
         stats = ClassStats(num_classes, dim, device=device, per_class_diag=per_class_diag)
     every = checkpoint_every or max(chunk_rows, 10 * chunk_rows)
     every = max(chunk_rows, every - every % chunk_rows)  # checkpoints fall on chunk boundaries
     bar = Progress(features.rows, label=label, enabled=progress)
     bar.update(start)
-    pin = torch.device(device).type == "cuda"
     since_save = 0
-    for first, x, y in stream(features, labels, chunk_rows=chunk_rows, start_row=start, pin_memory=pin):
-        if pin:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for first, x, y in stream(features, labels, chunk_rows=chunk_rows, start_row=start, device=device):
         stats.update(x, y)
         bar.update(x.shape[0])
         since_save += x.shape[0]
@@ -69,6 +72,11 @@ def accumulate(
     if checkpoint:
         save_stats(stats, checkpoint, {"identity": identity, "rows_done": features.rows})
     return stats
+
+
+def _note(enabled: bool, message: str) -> None:
+    if enabled:
+        print(f"ncfast: {message}", file=sys.stderr)
 
 
 def _jsonable(value):
