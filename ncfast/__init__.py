@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from ._core import _C
 from .stats import ClassStats
-from . import metrics
+from . import io, metrics
+from ._persist import load_stats, save_stats
+from .pipeline import accumulate
 from .metrics import JointStats, NCCStats, nc_report, transferability
 
 __version__ = "0.1.0"
@@ -33,6 +35,10 @@ __all__ = [
     "JointStats",
     "NCCStats",
     "metrics",
+    "io",
+    "accumulate",
+    "load_stats",
+    "save_stats",
     "nc_report",
     "transferability",
     "build_info", "get_num_threads", "set_num_threads", "__version__"]

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
+from typing import Any, Optional, Union
 
 
 from ._persist import load_stats, save_stats
 from ._progress import Progress
-from .io import ArraySource, check_pair, default_chunk_rows, stream
+from .io import ArraySource, check_pair, default_chunk_rows, open_array, stream
 from .stats import ClassStats
 
 
 def accumulate(
-    features: ArraySource,
-    labels: ArraySource,
+    features: Union[ArraySource, str, os.PathLike, Any],
+    labels: Union[ArraySource, str, os.PathLike, Any],
     *,
     num_classes: Optional[int] = None,
     per_class_diag: bool = False,
@@ -31,7 +31,14 @@ def accumulate(
     With `checkpoint`, the statistics and the number of rows done are saved there every
     `checkpoint_every` rows (atomically); when the file exists and belongs to the same data
     and options, the pass resumes from it and ends with exactly the statistics an
-    uninterrupted pass gives (same chunk boundaries, same operations)."""
+    uninterrupted pass gives (same chunk boundaries, same operations).
+
+    `features` and `labels` are ArraySources or anything `ncfast.io.open_array` opens: a path
+    to .npy / a folder or glob of shards / file.safetensors[:name], a NumPy array or a tensor."""
+    if not isinstance(features, ArraySource):
+        features = open_array(features, "features")
+    if not isinstance(labels, ArraySource):
+        labels = open_array(labels, "labels")
     check_pair(features, labels)
     dim = features.shape[1]
     chunk_rows = chunk_rows or default_chunk_rows(dim, features.dtype)
