@@ -17,25 +17,19 @@ enum class DType : int32_t {
 };
 
 // IEEE binary16 -> binary32, exact for every input (subnormals, inf, NaN included).
+// Branch-free so that loops over rows vectorise: the exponent and mantissa bits moved into
+// place read as a float 2^-112 times the value (a float32 denormal for a half subnormal), and
+// one exact multiply by 2^112 rebiases; inf/NaN keep their payload with the top exponent.
 inline float half_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  uint32_t exponent = (h >> 10) & 0x1fu;
-  uint32_t mantissa = h & 0x3ffu;
+  const uint32_t magnitude = static_cast<uint32_t>(h & 0x7fffu) << 13;
+  float scaled;
+  std::memcpy(&scaled, &magnitude, sizeof(scaled));
+  scaled *= 0x1p112f;
   uint32_t bits;
-  if (exponent == 0x1fu) {  // inf / NaN
-    bits = sign | 0x7f800000u | (mantissa << 13);
-  } else if (exponent != 0) {  // normal
-    bits = sign | ((exponent + 112u) << 23) | (mantissa << 13);
-  } else if (mantissa == 0) {  // signed zero
-    bits = sign;
-  } else {  // subnormal: renormalise
-    exponent = 113u;
-    while ((mantissa & 0x400u) == 0) {
-      mantissa <<= 1;
-      --exponent;
-    }
-    bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
-  }
+  std::memcpy(&bits, &scaled, sizeof(bits));
+  bits = magnitude >= (0x7c00u << 13) ? (0x7f800000u | magnitude) : bits;
+  bits |= sign;
   float out;
   std::memcpy(&out, &bits, sizeof(out));
   return out;

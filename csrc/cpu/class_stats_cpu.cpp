@@ -18,6 +18,7 @@
 
 #include "class_sums_cpu.h"
 #include "parallel.h"
+#include "widen.h"
 #include "sym_gram_cpu.h"
 
 namespace ncfast::cpu {
@@ -53,9 +54,10 @@ bool row_is_finite(const T* row, int64_t dim) {
 // 16-bit formats are non-finite exactly when every exponent bit is set.
 template <uint16_t kExponentMask, typename T>
 bool row_bits_finite(const T* row, int64_t dim) {
-  bool finite = true;
-  for (int64_t j = 0; j < dim; ++j) finite &= (row[j].bits & kExponentMask) != kExponentMask;
-  return finite;
+  int non_finite = 0;
+#pragma omp simd reduction(| : non_finite)
+  for (int64_t j = 0; j < dim; ++j) non_finite |= (row[j].bits & kExponentMask) == kExponentMask;
+  return non_finite == 0;
 }
 bool row_is_finite(const Half* row, int64_t dim) { return row_bits_finite<0x7c00>(row, dim); }
 bool row_is_finite(const BFloat16* row, int64_t dim) { return row_bits_finite<0x7f80>(row, dim); }
@@ -267,24 +269,28 @@ class BlockUpdater {
   void centre_rows(const In* x, int64_t b) {
     const int64_t dim = s_.dim;
     const int64_t stride = batch_.row_stride;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < b; ++i) {
-      Acc* z = w_.centred.data() + i * dim;
-      if (!w_.keep[i]) {
-        std::fill_n(z, dim, Acc(0));
-        w_.row_norm2[i] = 0.0;
-        continue;
-      }
-      const In* row = x + i * stride;
-      const double* shift = w_.shift[w_.row_slot[i]];
-      double norm2 = 0.0;
+#pragma omp parallel
+    {
+      RowLoader<In> loader(dim);
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < b; ++i) {
+        Acc* z = w_.centred.data() + i * dim;
+        if (!w_.keep[i]) {
+          std::fill_n(z, dim, Acc(0));
+          w_.row_norm2[i] = 0.0;
+          continue;
+        }
+        const Widened<In>* row = loader.load(x + i * stride, dim);
+        const double* shift = w_.shift[w_.row_slot[i]];
+        double norm2 = 0.0;
 #pragma omp simd reduction(+ : norm2)
-      for (int64_t j = 0; j < dim; ++j) {
-        const Acc v = static_cast<Acc>(to_double(row[j]) - shift[j]);
-        z[j] = v;
-        norm2 += static_cast<double>(v) * static_cast<double>(v);
+        for (int64_t j = 0; j < dim; ++j) {
+          const Acc v = static_cast<Acc>(static_cast<double>(row[j]) - shift[j]);
+          z[j] = v;
+          norm2 += static_cast<double>(v) * static_cast<double>(v);
+        }
+        w_.row_norm2[i] = norm2;
       }
-      w_.row_norm2[i] = norm2;
     }
   }
 

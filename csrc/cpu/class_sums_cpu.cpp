@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "parallel.h"
+#include "widen.h"
 
 namespace ncfast::cpu {
 namespace {
@@ -17,12 +18,14 @@ void class_sums_impl(const In* x, int64_t rows, int64_t dim, int64_t row_stride,
 #pragma omp parallel
   {
     const ColumnRange cols = column_range(thread_id(), team_size(), dim);
+    const int64_t width = cols.end - cols.begin;
+    RowLoader<In> loader(width);
     for (int64_t i = 0; i < rows; ++i) {
       if (!keep[i]) continue;
-      const In* row = x + i * row_stride;
-      double* out = sums + static_cast<int64_t>(row_slot[i]) * dim;
+      const Widened<In>* row = loader.load(x + i * row_stride + cols.begin, width);
+      double* out = sums + static_cast<int64_t>(row_slot[i]) * dim + cols.begin;
 #pragma omp simd
-      for (int64_t j = cols.begin; j < cols.end; ++j) out[j] += to_double(row[j]);
+      for (int64_t j = 0; j < width; ++j) out[j] += static_cast<double>(row[j]);
     }
   }
 }
