@@ -79,6 +79,7 @@ class ClassStats:
         self._backend_name = backend
         self._backend = _dispatch.resolve_backend(backend, self._device)
         self._state = empty_state(num_classes or 0, dim, self._device, per_class_diag)
+        self._compiled_skips: Optional[Tensor] = None  # rows skipped inside compiled updates
 
     # ------------------------------------------------------------------ update / merge
 
@@ -93,7 +94,13 @@ class ClassStats:
             int32 or int64 class indices in [0, K).
 
         Raises ValueError/TypeError naming the bad argument; on error nothing is changed.
+
+        Under ``torch.compile`` (``fullgraph=True`` included) the update is one call of the
+        ``ncfast::class_stats_update_`` operator; it then needs tensors on the statistics'
+        device and a fixed ``num_classes``.
         """
+        if torch.compiler.is_compiling():
+            return self._update_compiled(features, labels)
         x = as_features(features, self.dim)
         y = as_labels(labels, x.shape[0])
         for name, tensor in (("features", x), ("labels", y)):
@@ -110,6 +117,21 @@ class ClassStats:
             _dispatch.native_update_(self._state, x, y, self._nan_policy)
         else:
             _dispatch.reference_update_(self._state, x, y, self._nan_policy)
+        return self
+
+    def _update_compiled(self, features: Tensor, labels: Tensor) -> "ClassStats":
+        from . import ops
+
+        if not self._fixed_classes:
+            raise ValueError("num_classes: a compiled update needs a fixed number of classes (not None)")
+        if self._compiled_skips is None:
+            self._compiled_skips = torch.zeros(1, dtype=torch.int64, device=self._device)
+        state = self._state
+        diag = state.class_diag if state.class_diag is not None else state.means.new_empty((0, self.dim))
+        ops.class_stats_update_(
+            state.counts, state.means, state.scatter, state.class_scatter, diag, self._compiled_skips,
+            features, labels, self._nan_policy,
+        )
         return self
 
     def _grow_for(self, labels: Tensor) -> None:
@@ -130,6 +152,8 @@ class ClassStats:
             raise ValueError(f"other: on {other.device} but these statistics are on {self.device}")
         if self._fixed_classes and other.num_classes > self.num_classes:
             raise ValueError(f"other: has {other.num_classes} classes, more than num_classes={self.num_classes}")
+        self._fold_compiled_skips()
+        other._fold_compiled_skips()
         merge_into(self._state, other._state)
         return self
 
@@ -142,6 +166,7 @@ class ClassStats:
     def clone(self) -> "ClassStats":
         copy = ClassStats.__new__(ClassStats)
         copy.__dict__.update(self.__dict__)
+        self._fold_compiled_skips()
         copy._state = clone_state(self._state)
         return copy
 
@@ -172,6 +197,8 @@ class ClassStats:
         """Forgets every row seen (keeps K, D and the options)."""
         k = self.num_classes if self._fixed_classes else 0
         self._state = empty_state(k, self.dim, self._device, self.per_class_diag)
+        if self._compiled_skips is not None:
+            self._compiled_skips.zero_()
         return self
 
     # ------------------------------------------------------------------ raw statistics
@@ -204,7 +231,15 @@ class ClassStats:
     @property
     def skipped_rows(self) -> int:
         """Rows dropped for holding NaN/Inf under nan_policy='skip'."""
+        self._fold_compiled_skips()
         return self._state.skipped_rows
+
+    def _fold_compiled_skips(self) -> None:
+        """Moves the device-side count of compiled updates into the plain counter."""
+        skips = getattr(self, "_compiled_skips", None)
+        if skips is not None and not torch.compiler.is_compiling():
+            self._state.skipped_rows += int(skips.item())
+            skips.zero_()
 
     @property
     def counts(self) -> Tensor:
@@ -296,6 +331,7 @@ class ClassStats:
 
     def state_dict(self) -> dict:
         """Tensors and options, enough to rebuild these statistics with load_state_dict."""
+        self._fold_compiled_skips()
         s = self._state
         out = {
             "version": _STATE_VERSION,
@@ -340,6 +376,8 @@ class ClassStats:
         copy_into(fresh, loaded)
         self._state = fresh
         self._fixed_classes = bool(state_dict.get("fixed_classes", True))
+        if self._compiled_skips is not None:
+            self._compiled_skips.zero_()
         return self
 
     def __getstate__(self) -> dict:
