@@ -38,7 +38,7 @@ class CommandError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-def compute_scores(stats: ClassStats, names: List[str]) -> Dict[str, Optional[float]]:
+def compute_scores(stats: ClassStats, names: List[str], quiet: bool = False) -> Dict[str, Optional[float]]:
     """The requested scores; one that is undefined for these statistics becomes None, with
     the reason on stderr."""
     table = {
@@ -58,7 +58,8 @@ def compute_scores(stats: ClassStats, names: List[str]) -> Dict[str, Optional[fl
         try:
             out[name] = float(table[name]())
         except (ValueError, MemoryError) as err:
-            print(f"ncfast: {name} skipped: {err}", file=sys.stderr)
+            if not quiet:
+                print(f"ncfast: {name} skipped: {err}", file=sys.stderr)
             out[name] = None
     return out
 
@@ -108,19 +109,62 @@ def _example_data():
     return open_array(x, "features"), open_array(y, "labels"), centres
 
 
-def _stats_for(args, features_spec, labels_spec, label=""):
+class Ranks:
+    """This process's place in a `--distributed` run (rank 0 of 1 otherwise)."""
+
+    def __init__(self, rank: int = 0, world: int = 1) -> None:
+        self.rank, self.world = rank, world
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def share(self, rows: int) -> tuple:
+        """This rank's contiguous slice of the rows."""
+        return rows * self.rank // self.world, rows * (self.rank + 1) // self.world
+
+
+def _start_distributed(args) -> Ranks:
+    """Joins the torchrun group: gloo on CPU, NCCL with one GPU per local rank."""
+    if not getattr(args, "distributed", False):
+        return Ranks()
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise CommandError("--distributed: RANK/WORLD_SIZE are not set; start the command with torchrun "
+                           "(torchrun --nproc_per_node=N -m ncfast.cli score ... --distributed)")
+    backend = "gloo"
+    if args.device.startswith("cuda"):
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        args.device = f"cuda:{local}"
+        torch.cuda.set_device(local)
+        backend = "nccl"
+    dist.init_process_group(backend)
+    return Ranks(dist.get_rank(), dist.get_world_size())
+
+
+def _stats_for(args, features_spec, labels_spec, label="", ranks: Ranks = Ranks()):
     feats = open_array(features_spec, "features")
     labels = open_array(labels_spec, "labels")
-    return accumulate(
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint and ranks.world > 1:
+        checkpoint = f"{checkpoint}.rank{ranks.rank}-of-{ranks.world}"
+    stats = accumulate(
         feats, labels, num_classes=args.num_classes, per_class_diag=True, device=args.device,
-        chunk_rows=args.chunk_rows, checkpoint=getattr(args, "checkpoint", None),
-        checkpoint_every=getattr(args, "checkpoint_every", None), progress=not args.quiet, label=label,
-    ), feats, labels
+        chunk_rows=args.chunk_rows, checkpoint=checkpoint, checkpoint_every=getattr(args, "checkpoint_every", None),
+        progress=not args.quiet and ranks.is_main, label=label, row_range=ranks.share(feats.rows),
+    )
+    if ranks.world > 1:
+        stats.all_reduce()
+    return stats, feats, labels
 
 
 def cmd_score(args) -> int:
     names = _parse_metrics(args.metrics)
     start = time.perf_counter()
+    ranks = _start_distributed(args)
+    if ranks.world > 1 and (args.stats or args.features is None):
+        raise CommandError("--distributed: give FEATURES and LABELS files to share among the ranks")
     classifier = None
     if args.stats:
         stats, _ = load_stats(args.stats)
@@ -134,11 +178,11 @@ def cmd_score(args) -> int:
     else:
         if args.labels is None:
             raise CommandError("labels: give a LABELS file after FEATURES")
-        stats, feats, labels = _stats_for(args, args.features, args.labels)
+        stats, feats, labels = _stats_for(args, args.features, args.labels, ranks=ranks)
         source = args.features
     if args.classifier:
         classifier = _load_matrix(args.classifier, "--classifier")
-    scores = compute_scores(stats, names)
+    scores = compute_scores(stats, names, quiet=not ranks.is_main)
     if classifier is not None:
         report = metrics.nc_report(stats, classifier=classifier)
         scores["nc3"] = report.nc3
@@ -150,16 +194,23 @@ def cmd_score(args) -> int:
             labels_src = labels if args.features is None else open_array(args.labels, "labels")
             from .io import stream
 
-            for _, x, y in stream(feats_src, labels_src, chunk_rows=1 << 16):
+            first, stop = ranks.share(feats_src.rows)
+            for _, x, y in stream(feats_src, labels_src, chunk_rows=1 << 16, start_row=first, stop_row=stop,
+                                  device=args.device):
                 second.update(x, y)
+            if ranks.world > 1:
+                second.all_reduce()
             scores["nc4"] = second.nc4
             scores["ncc_accuracy"] = second.ncc_accuracy
     seconds = time.perf_counter() - start
+    if not ranks.is_main:
+        return 0
     _print_table(scores, f"{source}: {stats.num_samples:,} rows, {stats.dim} dims, "
                          f"{int((stats.counts > 0).sum())} classes, {seconds:.2f} s")
     if args.json:
         _write_json(args.json, {"source": str(source), "rows": stats.num_samples, "dim": stats.dim,
-                                "classes": int((stats.counts > 0).sum()), "seconds": seconds, "scores": scores})
+                                "classes": int((stats.counts > 0).sum()), "seconds": seconds, "ranks": ranks.world,
+                                "scores": scores})
     if args.plot:
         from ._plot import plot_geometry
 
@@ -191,7 +242,10 @@ def cmd_rank(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    stats, _, _ = _stats_for(args, args.features, args.labels)
+    ranks = _start_distributed(args)
+    stats, _, _ = _stats_for(args, args.features, args.labels, ranks=ranks)
+    if not ranks.is_main:
+        return 0
     save_stats(stats, args.output)
     print(f"wrote {args.output}: {stats.num_samples:,} rows, {stats.num_classes} classes, {stats.dim} dims")
     return 0
@@ -228,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="save progress here and resume from it after a crash")
     p.add_argument("--checkpoint-every", type=int, default=None, help="rows between checkpoints")
     p.add_argument("--plot", help="PNG of the class-mean geometry and spectrum (needs matplotlib)")
+    p.add_argument("--distributed", action="store_true",
+                   help="under torchrun: each rank reads its share of the rows, statistics are all-reduced")
     common(p)
     p.set_defaults(run=cmd_score)
 
@@ -246,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=None)
+    p.add_argument("--distributed", action="store_true", help="under torchrun: rows shared among the ranks")
     common(p)
     p.set_defaults(run=cmd_stats)
 
@@ -258,6 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    finally:
+        _stop_distributed()
+
+
+def _stop_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _run(args) -> int:
     try:
         return args.run(args)
     except (CommandError, ValueError, TypeError, FileNotFoundError, MemoryError, ImportError) as err:

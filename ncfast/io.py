@@ -206,10 +206,12 @@ def stream(
     *,
     chunk_rows: int,
     start_row: int = 0,
+    stop_row: Optional[int] = None,
     prefetch: int = 2,
     device: Optional[Union[str, torch.device]] = None,
 ) -> Iterator[Tuple[int, Tensor, Tensor]]:
-    """Yields (first_row, features_chunk, labels_chunk) for rows [start_row, N).
+    """Yields (first_row, features_chunk, labels_chunk) for rows [start_row, stop_row)
+    (stop_row defaults to N).
 
     A background thread reads the next `prefetch` chunks (file reads release the GIL) while
     the caller works on the current one. The chunks are read into a fixed pool of
@@ -222,7 +224,8 @@ def stream(
     reading, copying and the caller's kernels overlap."""
     device = torch.device(device) if device is not None else None
     on_gpu = device is not None and device.type == "cuda"
-    rows = min(chunk_rows, max(1, features.rows - start_row))
+    stop_row = features.rows if stop_row is None else min(stop_row, features.rows)
+    rows = min(chunk_rows, max(1, stop_row - start_row))
     free: "queue.Queue[_Slot]" = queue.Queue()
     for _ in range(prefetch + 2):
         free.put(_Slot(features, labels, rows, pin=on_gpu))
@@ -232,13 +235,13 @@ def stream(
 
     def produce() -> None:
         try:
-            for start in range(start_row, features.rows, chunk_rows):
+            for start in range(start_row, stop_row, chunk_rows):
                 slot = free.get()
                 if stop_flag.is_set():
                     return
                 if slot.ready is not None:
                     slot.ready.synchronize()  # its last device copy has finished reading it
-                stop = min(features.rows, start + chunk_rows)
+                stop = min(stop_row, start + chunk_rows)
                 x = features.read(start, stop, slot.x)
                 y = labels.read(start, stop, slot.y)
                 filled.put((start, x, y, slot))

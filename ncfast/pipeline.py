@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 
 from ._persist import load_stats, save_stats
@@ -25,6 +25,7 @@ def accumulate(
     checkpoint_every: Optional[int] = None,
     progress: bool = True,
     label: str = "",
+    row_range: Optional[Tuple[int, int]] = None,
 ) -> ClassStats:
     """Streams (features, labels) through ClassStats in one pass.
 
@@ -34,12 +35,16 @@ def accumulate(
     uninterrupted pass gives (same chunk boundaries, same operations).
 
     `features` and `labels` are ArraySources or anything `ncfast.io.open_array` opens: a path
-    to .npy / a folder or glob of shards / file.safetensors[:name], a NumPy array or a tensor."""
+    to .npy / a folder or glob of shards / file.safetensors[:name], a NumPy array or a tensor.
+    `row_range` = (first, stop) restricts the pass to those rows (one rank's share)."""
     if not isinstance(features, ArraySource):
         features = open_array(features, "features")
     if not isinstance(labels, ArraySource):
         labels = open_array(labels, "labels")
     check_pair(features, labels)
+    first_row, stop_row = row_range if row_range is not None else (0, features.rows)
+    if not 0 <= first_row <= stop_row <= features.rows:
+        raise ValueError(f"row_range: ({first_row}, {stop_row}) is not inside [0, {features.rows}]")
     dim = features.shape[1]
     chunk_rows = chunk_rows or default_chunk_rows(dim, features.dtype)
     identity = {
@@ -48,9 +53,10 @@ def accumulate(
         "num_classes": num_classes,
         "per_class_diag": per_class_diag,
         "chunk_rows": chunk_rows,
+        "row_range": [first_row, stop_row],
     }
     identity = _jsonable(identity)
-    stats, start = None, 0
+    stats, start = None, first_row
     if checkpoint and os.path.exists(checkpoint):
         try:
             saved, extra = load_stats(checkpoint)
@@ -58,26 +64,27 @@ def accumulate(
             raise ValueError(f"--checkpoint: {checkpoint} cannot be read ({err}); delete it to start over") from None
         if extra.get("identity") == identity:
             stats, start = saved.to(device) if device != "cpu" else saved, int(extra["rows_done"])
-            _note(progress, f"resuming from {checkpoint} at row {start:,} of {features.rows:,}")
+            _note(progress, f"resuming from {checkpoint} at row {start:,} of {stop_row:,}")
         else:
             _note(progress, f"{checkpoint} belongs to other data or options; starting over")
     if stats is None:
         stats = ClassStats(num_classes, dim, device=device, per_class_diag=per_class_diag)
     every = checkpoint_every or max(chunk_rows, 10 * chunk_rows)
     every = max(chunk_rows, every - every % chunk_rows)  # checkpoints fall on chunk boundaries
-    bar = Progress(features.rows, label=label, enabled=progress)
-    bar.update(start)
+    bar = Progress(stop_row - first_row, label=label, enabled=progress)
+    bar.update(start - first_row)
     since_save = 0
-    for first, x, y in stream(features, labels, chunk_rows=chunk_rows, start_row=start, device=device):
+    chunks = stream(features, labels, chunk_rows=chunk_rows, start_row=start, stop_row=stop_row, device=device)
+    for first, x, y in chunks:
         stats.update(x, y)
         bar.update(x.shape[0])
         since_save += x.shape[0]
-        if checkpoint and since_save >= every and first + x.shape[0] < features.rows:
+        if checkpoint and since_save >= every and first + x.shape[0] < stop_row:
             save_stats(stats, checkpoint, {"identity": identity, "rows_done": first + x.shape[0]})
             since_save = 0
     bar.close()
     if checkpoint:
-        save_stats(stats, checkpoint, {"identity": identity, "rows_done": features.rows})
+        save_stats(stats, checkpoint, {"identity": identity, "rows_done": stop_row})
     return stats
 
 

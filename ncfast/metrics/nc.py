@@ -15,9 +15,13 @@ from ._common import as_classifier, present_classes, require_all_classes, row_bl
 
 
 def default_rank_rtol(k: int, d: int) -> float:
-    """Singular values below rtol * s_max are dropped: max(K, D) * float64 eps (NumPy's
-    matrix_rank convention)."""
-    return max(k, d) * torch.finfo(torch.float64).eps
+    """Singular values of M / sqrt(K) below rtol * s_max are dropped, with
+    rtol = sqrt(max(K, D) * float64 eps) (about 4e-8 for K, D ~ 1000): the same cut as a
+    pseudo-inverse of Sigma_B = M^T M / K at rcond max(K, D) * eps (NumPy's matrix_rank
+    convention applied to Sigma_B). A cut at eps relative to s_max would keep the
+    rounding noise of centring features with a large common offset (the K centred means
+    are linearly dependent, so one singular value is pure noise at about eps * |mu|)."""
+    return math.sqrt(max(k, d) * torch.finfo(torch.float64).eps)
 
 
 def nc1(stats, rtol: Optional[float] = None) -> float:

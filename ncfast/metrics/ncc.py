@@ -113,6 +113,21 @@ class NCCStats:
             self.num_samples += chunk.shape[0]
         return self
 
+    _COUNTERS = ("num_samples", "num_labelled", "ncc_correct", "classifier_correct", "mismatches")
+
+    def all_reduce(self, group: Optional[Any] = None) -> "NCCStats":
+        """Sums the counters of all ranks (torch.distributed), so every rank holds the
+        accuracies and NC4 of all ranks' rows."""
+        from ..distributed import _comm_device, _require_initialised
+
+        dist = _require_initialised()
+        device = _comm_device(dist, group, self._device)
+        counters = torch.tensor([getattr(self, n) for n in self._COUNTERS], dtype=torch.int64, device=device)
+        dist.all_reduce(counters, op=dist.ReduceOp.SUM, group=group)
+        for name, value in zip(self._COUNTERS, counters.tolist()):
+            setattr(self, name, int(value))
+        return self
+
     def _fraction(self, count: int, total: int, what: str) -> float:
         if total == 0:
             raise ValueError(f"{what}: no rows seen yet (call update with features and labels)")
