@@ -200,6 +200,20 @@ class _Slot:
         self.ready = None
 
 
+def _copy_to_gpu(x: Tensor, y: Tensor, slot: _Slot, copy_stream, device: torch.device):
+    """Host chunk -> device on `copy_stream`; the consumer's stream waits for it."""
+    compute = torch.cuda.current_stream(device)
+    with torch.cuda.stream(copy_stream):
+        xd, yd = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        slot.ready = torch.cuda.Event()
+        slot.ready.record(copy_stream)
+    compute.wait_event(slot.ready)
+    # Allocated on the copy stream, used on the compute stream: keep them alive for both.
+    xd.record_stream(compute)
+    yd.record_stream(compute)
+    return xd, yd
+
+
 def stream(
     features: ArraySource,
     labels: ArraySource,
@@ -219,13 +233,15 @@ def stream(
     no allocation happens per chunk. A yielded chunk is valid until the next one is requested:
     clone it to keep it.
 
-    With a CUDA `device`, the buffers are pinned and each chunk is copied asynchronously on the
-    current stream; a buffer is refilled only after the event recorded behind its copy, so
-    reading, copying and the caller's kernels overlap."""
+    With a CUDA `device`, the buffers are pinned and each chunk is copied asynchronously on a
+    separate copy stream, so the copy of chunk i+1 overlaps the caller's kernels on chunk i;
+    the current stream waits for the copy before using the chunk, and a buffer is refilled
+    only after the event recorded behind its copy."""
     device = torch.device(device) if device is not None else None
     on_gpu = device is not None and device.type == "cuda"
     stop_row = features.rows if stop_row is None else min(stop_row, features.rows)
     rows = min(chunk_rows, max(1, stop_row - start_row))
+    copy_stream = torch.cuda.Stream(device) if on_gpu else None
     free: "queue.Queue[_Slot]" = queue.Queue()
     for _ in range(prefetch + 2):
         free.put(_Slot(features, labels, rows, pin=on_gpu))
@@ -263,11 +279,10 @@ def stream(
             if isinstance(item, BaseException):
                 raise item
             start, x, y, slot = item
-            if device is not None and x.device != device:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if on_gpu:
-                    slot.ready = torch.cuda.Event()
-                    slot.ready.record()
+            if on_gpu:
+                x, y = _copy_to_gpu(x, y, slot, copy_stream, device)
+            elif device is not None and x.device != device:
+                x, y = x.to(device), y.to(device)
             held = slot
             yield start, x, y
     finally:

@@ -195,3 +195,19 @@ def test_streaming_memory_is_bounded_by_the_chunk_not_the_file(tmp_path):
     assert n == rows
     chunk = 8192 * dim * 4  # 4 MiB
     assert growth < 4 * chunk + (32 << 20), f"peak RSS grew by {growth / 2**20:.1f} MiB for a 192 MiB file"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_stream_to_gpu_through_pinned_buffers_and_a_copy_stream(tmp_path):
+    x, y = offset_data(5000, 24, 5, seed=7, offset=3.0)
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    np.save(tmp_path / "y.npy", y)
+    seen = []
+    for first, xc, yc in stream(open_array(str(tmp_path / "x.npy")), open_array(str(tmp_path / "y.npy"), "labels"),
+                                chunk_rows=700, device="cuda"):
+        assert xc.is_cuda and yc.is_cuda
+        seen.append(xc.double().cpu())  # on the current stream, after the copy
+    np.testing.assert_array_equal(torch.cat(seen).numpy(), x.astype(np.float32).astype(np.float64))
+    stats = accumulate(str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), device="cuda", chunk_rows=700, progress=False)
+    assert rel_err(stats.within_scatter.cpu(), numpy_stats(x.astype(np.float32), y, 5).scatter) < 1e-5
