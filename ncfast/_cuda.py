@@ -103,17 +103,23 @@ def update_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str
         )
     state._device_cache["stream"] = stream
     state._device_cache["calls"] = state._device_cache.get("calls", 0) + 1
+    if torch.cuda.is_current_stream_capturing():
+        # Replays of the graph update the statistics without passing through here: from now on
+        # every read checks the status.
+        state._device_cache["captured"] = True
 
 
 def pending(state: StatsState) -> bool:
     """Whether CUDA updates were enqueued since the status was last read."""
-    return state.device_status is not None and state._device_cache.get("calls", 0) > 0
+    cache = state._device_cache
+    return state.device_status is not None and (cache.get("calls", 0) > 0 or cache.get("captured", False))
 
 
 def read_status_(state: StatsState) -> Optional[dict]:
     """Waits for the enqueued updates, folds the skipped-row count into ``state``, clears the
     status and returns ``None``, or, when a batch was rejected, a dict describing it
-    (code, row, label, call, calls). Does nothing while a CUDA graph is being captured."""
+    (code, row, label, call: its index among the calls since the last read). Does nothing
+    while a CUDA graph is being captured."""
     if not pending(state) or torch.cuda.is_current_stream_capturing():
         return None
     status = state.device_status
@@ -124,10 +130,9 @@ def read_status_(state: StatsState) -> Optional[dict]:
             current.wait_stream(stream)
         words = status.tolist()  # waits for the queued updates
         status.zero_()
-    calls = state._device_cache["calls"]
     state._device_cache["calls"] = 0
     state.skipped_rows += int(words[SKIPPED])
     if words[CODE] == 0:
         return None
     return {"code": int(words[CODE]), "row": int(words[ERR_ROW]), "label": int(words[ERR_LABEL]),
-            "call": int(words[ERR_CALL]), "calls": calls}
+            "call": int(words[ERR_CALL])}

@@ -104,11 +104,9 @@ def check_device_status_(state: StatsState) -> None:
         what = _nonfinite_message(report["row"])
     else:
         raise RuntimeError(f"ncfast CUDA kernels returned status {report['code']}")
-    call, calls = report["call"] + 1, report["calls"]
-    later = calls - call
     raise UpdateError(
-        f"{what} [update call {call} of the {calls} since the last check was rejected; it and the "
-        f"{later} call(s) after it were not applied, the statistics hold every row before it]"
+        f"{what} [CUDA update call {report['call'] + 1} since the last check was rejected; it and "
+        "every later call were not applied: the statistics hold exactly the rows before it]"
     )
 
 
