@@ -116,6 +116,8 @@ def make_extension() -> Pybind11Extension:
     library_dirs = [BLAS_LIBDIR]
     link_args = ["-fopenmp", f"-Wl,-rpath,{BLAS_LIBDIR}"]
     if NVCC:
+        # Host-side CUDA glue (pybind11 bindings, no CUDA headers) builds with the C++ compiler.
+        sources += sorted(str(p.relative_to(ROOT)) for p in CSRC.glob("cuda/*.cpp"))
         macros += [("NCFAST_WITH_CUDA", None), ("NCFAST_CUDA_ARCHS", '"' + ";".join(CUDA_ARCHS) + '"')]
         # The static runtime keeps the wheel importable on machines without libcudart.
         libraries += ["cudart_static", "dl", "rt", "pthread"]

@@ -10,6 +10,7 @@
 #include "cpu/class_stats_cpu.h"
 
 #ifdef NCFAST_WITH_CUDA
+#include "cuda/bindings_cuda.h"
 #include "cuda/cuda_info.h"
 #endif
 
@@ -91,4 +92,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("build_info", &build_info);
   m.def("get_num_threads", &ncfast::cpu::num_threads);
   m.def("set_num_threads", &ncfast::cpu::set_num_threads);
+#ifdef NCFAST_WITH_CUDA
+  ncfast::cuda::register_cuda(m);
+#endif
 }

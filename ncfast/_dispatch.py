@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import reference
+from . import _cuda, reference
 from ._core import _C
 from ._dtypes import FLOAT_CODES, LABEL_CODES
 from ._state import StatsState
@@ -18,7 +18,10 @@ NAN_POLICIES = {"raise": 0, "skip": 1}
 
 
 def native_available(device: torch.device) -> bool:
-    return device.type == "cpu"
+    """C++ kernels on the CPU always; CUDA kernels when this build compiled them (nvcc found)."""
+    if device.type == "cpu":
+        return True
+    return device.type == "cuda" and _cuda.available()
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -35,8 +38,28 @@ class UpdateError(ValueError):
     """A batch rejected by the kernel; the statistics are unchanged."""
 
 
-def native_update_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str, block_rows: int = 0) -> None:
-    """Runs the C++ update; raises ValueError naming the offending row on bad input."""
+def _label_message(label: int, row: int, num_classes: int) -> str:
+    return f"labels: value {label} at row {row} is outside [0, {num_classes})"
+
+
+def _nonfinite_message(row: int) -> str:
+    return f"features: row {row} holds NaN or Inf (pass nan_policy='skip' to drop such rows)"
+
+
+def native_update_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str, block_rows: int = 0,
+                   *, precision: str = "auto") -> None:
+    """Runs the native update of ``state`` by one batch.
+
+    CPU: the C++ kernels; raises UpdateError naming the offending row on bad input.
+    CUDA: enqueues the kernels on the current stream and returns without a host sync; bad input
+    is recorded on the device and raised by :func:`check_device_status_` (the statistics are
+    left unchanged, and so are they by later updates until then). ``block_rows`` is the CPU
+    block / CUDA chunk size (0: default); ``precision`` ("auto", "exact", "fast") picks the
+    CUDA Gram path and is ignored on the CPU.
+    """
+    if features.device.type == "cuda":
+        _cuda.update_(state, features, labels, nan_policy, precision, block_rows)
+        return
     diag = state.class_diag
     status, row, label, skipped = _C.update_class_stats_cpu(
         state.counts.data_ptr(),
@@ -56,14 +79,35 @@ def native_update_(state: StatsState, features: Tensor, labels: Tensor, nan_poli
         block_rows,
     )
     if status == _STATUS_LABEL:
-        raise UpdateError(f"labels: value {label} at row {row} is outside [0, {state.num_classes})")
+        raise UpdateError(_label_message(label, row, state.num_classes))
     if status == _STATUS_NONFINITE:
-        raise UpdateError(
-            f"features: row {row} holds NaN or Inf (pass nan_policy='skip' to drop such rows)"
-        )
+        raise UpdateError(_nonfinite_message(row))
     if status != _STATUS_OK:
         raise RuntimeError(f"ncfast core returned status {status}")
     state.skipped_rows += skipped
+
+
+def check_device_status_(state: StatsState) -> None:
+    """Reports CUDA updates of ``state`` enqueued since the last check (waits for them).
+
+    Raises UpdateError when one of them was rejected: that batch and every later one were not
+    applied, so the statistics hold exactly the rows before it. The status is cleared either
+    way, so the statistics take updates again. No-op on the CPU, with nothing pending, and while
+    a CUDA graph is being captured.
+    """
+    report = _cuda.read_status_(state)
+    if report is None:
+        return
+    if report["code"] == _STATUS_LABEL:
+        what = _label_message(report["label"], report["row"], state.num_classes)
+    elif report["code"] == _STATUS_NONFINITE:
+        what = _nonfinite_message(report["row"])
+    else:
+        raise RuntimeError(f"ncfast CUDA kernels returned status {report['code']}")
+    raise UpdateError(
+        f"{what} [CUDA update call {report['call'] + 1} since the last check was rejected; it and "
+        "every later call were not applied: the statistics hold exactly the rows before it]"
+    )
 
 
 def reference_update_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str) -> None:
@@ -73,14 +117,12 @@ def reference_update_(state: StatsState, features: Tensor, labels: Tensor, nan_p
         if low < 0 or high >= state.num_classes:
             bad = low if low < 0 else high
             row = int((labels == bad).nonzero()[0, 0])
-            raise UpdateError(f"labels: value {bad} at row {row} is outside [0, {state.num_classes})")
+            raise UpdateError(_label_message(bad, row, state.num_classes))
     finite = torch.isfinite(features).all(dim=1)
     if not bool(finite.all()):
         if nan_policy == "raise":
             row = int((~finite).nonzero()[0, 0])
-            raise UpdateError(
-                f"features: row {row} holds NaN or Inf (pass nan_policy='skip' to drop such rows)"
-            )
+            raise UpdateError(_nonfinite_message(row))
         state.skipped_rows += int((~finite).sum())
         features, labels = features[finite], labels[finite]
     reference.update_(state, features, labels)

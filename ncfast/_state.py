@@ -24,7 +24,11 @@ class StatsState:
     class_scatter: Tensor  # (K,) float64, tr_c = sum_{i in c} ||x_i - mu_c||^2
     class_diag: Optional[Tensor]  # (K, D) float64, q_cj, or None when not tracked
     skipped_rows: int = 0
+    # CUDA only: the kernels' int64 status words (ncfast/_cuda.py), created by the first update.
+    device_status: Optional[Tensor] = None
     _buffers: dict = field(default_factory=dict, repr=False)
+    # CUDA only: scratch buffer, scratch sizes by shape, the stream and calls since the last check.
+    _device_cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_classes(self) -> int:

@@ -21,7 +21,8 @@ means, scatter, class_scatter)``, ``ncfast::logme(...)``, ``ncfast::h_score(...)
 
 from __future__ import annotations
 
-from typing import Callable
+import weakref
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -30,6 +31,25 @@ from . import _dispatch
 from ._state import StatsState
 
 NAMESPACE = "ncfast"
+
+
+# The StatsState of a ClassStats whose tensors reach the operator, so that CUDA updates find
+# its scratch buffers and device status (which are not tensors in the schema).
+_OWNERS: "weakref.WeakValueDictionary[int, StatsState]" = weakref.WeakValueDictionary()
+
+
+def register_owner(state: StatsState) -> None:
+    _OWNERS[state.scatter.data_ptr()] = state
+
+
+def _owner_of(counts, means, scatter, class_scatter) -> Optional[StatsState]:
+    owner = _OWNERS.get(scatter.data_ptr())
+    same = owner is not None and all(
+        a.data_ptr() == b.data_ptr() and a.shape == b.shape
+        for a, b in ((owner.counts, counts), (owner.means, means), (owner.scatter, scatter),
+                     (owner.class_scatter, class_scatter))
+    )
+    return owner if same else None
 
 
 def _state_view(counts, means, scatter, class_scatter, class_diag) -> StatsState:
@@ -54,15 +74,20 @@ def class_stats_update_(
     labels: Tensor,
     nan_policy: str = "raise",
 ) -> None:
-    state = _state_view(counts, means, scatter, class_scatter, class_diag)
     if features.shape[0] == 0:
         return
+    owner = _owner_of(counts, means, scatter, class_scatter)
+    state = owner if owner is not None else _state_view(counts, means, scatter, class_scatter, class_diag)
+    before = state.skipped_rows
     if _dispatch.native_available(features.device):
         _dispatch.native_update_(state, features, labels, nan_policy)
+        if owner is None and features.is_cuda:
+            _dispatch.check_device_status_(state)  # no ClassStats to report the error later
     else:
         _dispatch.reference_update_(state, features, labels, nan_policy)
-    if state.skipped_rows:
-        skipped += state.skipped_rows
+    if state.skipped_rows != before:
+        skipped += state.skipped_rows - before
+        state.skipped_rows = before  # counted once, in `skipped`
 
 
 @class_stats_update_.register_fake

@@ -12,6 +12,7 @@ from ._inputs import as_features, as_labels
 from ._state import StatsState, clone_state, copy_into, empty_state, grow_classes, merge_into
 
 PRECISIONS = ("auto", "exact", "fast")
+VALIDATE_MODES = ("lazy", "sync")
 _STATE_VERSION = 1
 
 
@@ -43,6 +44,18 @@ class ClassStats:
     backend : {"auto", "native", "reference"}
         "native" runs the C++/CUDA kernels, "reference" the pure-PyTorch implementation in
         :mod:`ncfast.reference`; "auto" picks native where this build has kernels for the device.
+    validate : {"lazy", "sync"}
+        When bad input on a CUDA device is reported (the CPU and the reference always raise from
+        :meth:`update`). The CUDA kernels check labels and finiteness on the device, without a
+        host sync, so that updates can run inside a training step or a CUDA graph. A rejected
+        batch changes nothing, and every later update is skipped too until the error has been
+        raised: "lazy" (default) raises it at the next read of the statistics (any property,
+        derived matrix, score, merge, ``state_dict``, or :meth:`check`), which waits for the
+        queued updates; "sync" checks after every update (one host sync per batch, like the CPU).
+        The error names the row, the label and which update call since the last check was
+        rejected; afterwards the statistics hold exactly the rows before that call and accept
+        updates again. Rows dropped under ``nan_policy="skip"`` reach ``skipped_rows`` at the
+        same check.
 
     Examples
     --------
@@ -63,6 +76,7 @@ class ClassStats:
         per_class_diag: bool = False,
         nan_policy: str = "raise",
         backend: str = "auto",
+        validate: str = "lazy",
     ) -> None:
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"num_classes: expected a positive int or None, got {num_classes!r}")
@@ -72,6 +86,9 @@ class ClassStats:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
         if nan_policy not in _dispatch.NAN_POLICIES:
             raise ValueError(f"nan_policy: expected 'raise' or 'skip', got {nan_policy!r}")
+        if validate not in VALIDATE_MODES:
+            raise ValueError(f"validate: expected one of {VALIDATE_MODES}, got {validate!r}")
+        self._validate = validate
         self._device = torch.device(device) if device is not None else torch.device("cpu")
         self._fixed_classes = num_classes is not None
         self._precision = precision
@@ -93,7 +110,11 @@ class ClassStats:
         labels : Tensor or ndarray, shape (B,)
             int32 or int64 class indices in [0, K).
 
-        Raises ValueError/TypeError naming the bad argument; on error nothing is changed.
+        Raises ValueError/TypeError naming the bad argument; on error nothing is changed. On a
+        CUDA device, bad labels and NaN/Inf rows are found by the kernels and raised at the next
+        read of the statistics (or here with ``validate="sync"``); see the class docstring.
+        Without ``num_classes=None`` the update never synchronises with the host and can be
+        captured in a CUDA graph after one warm-up call with the same batch shape.
 
         Under ``torch.compile`` (``fullgraph=True`` included) the update is one call of the
         ``ncfast::class_stats_update_`` operator; it then needs tensors on the statistics'
@@ -101,7 +122,8 @@ class ClassStats:
         """
         if torch.compiler.is_compiling():
             return self._update_compiled(features, labels)
-        x = as_features(features, self.dim)
+        state = self._raw_state
+        x = as_features(features, state.dim)
         y = as_labels(labels, x.shape[0])
         for name, tensor in (("features", x), ("labels", y)):
             if tensor.device != self._device:
@@ -113,10 +135,13 @@ class ClassStats:
             return self
         if not self._fixed_classes:
             self._grow_for(y)
+            state = self._raw_state
         if self._backend == "native":
-            _dispatch.native_update_(self._state, x, y, self._nan_policy)
+            _dispatch.native_update_(state, x, y, self._nan_policy, precision=self._precision)
+            if self._validate == "sync":
+                _dispatch.check_device_status_(state)
         else:
-            _dispatch.reference_update_(self._state, x, y, self._nan_policy)
+            _dispatch.reference_update_(state, x, y, self._nan_policy)
         return self
 
     def _update_compiled(self, features: Tensor, labels: Tensor) -> "ClassStats":
@@ -126,13 +151,34 @@ class ClassStats:
             raise ValueError("num_classes: a compiled update needs a fixed number of classes (not None)")
         if self._compiled_skips is None:
             self._compiled_skips = torch.zeros(1, dtype=torch.int64, device=self._device)
-        state = self._state
+        state = self._raw_state
         diag = state.class_diag if state.class_diag is not None else state.means.new_empty((0, self.dim))
         ops.class_stats_update_(
             state.counts, state.means, state.scatter, state.class_scatter, diag, self._compiled_skips,
             features, labels, self._nan_policy,
         )
         return self
+
+    def check(self) -> "ClassStats":
+        """Raises now if a CUDA update enqueued since the last check was rejected (waits for the
+        queued updates); see ``validate`` in the class docstring. A no-op on the CPU."""
+        _dispatch.check_device_status_(self._raw_state)
+        return self
+
+    @property
+    def _state(self) -> StatsState:
+        """The statistics, once any CUDA updates pending a status check have been checked."""
+        state = self._raw_state
+        if state.device_status is not None:
+            _dispatch.check_device_status_(state)
+        return state
+
+    @_state.setter
+    def _state(self, state: StatsState) -> None:
+        from . import ops
+
+        self._raw_state = state
+        ops.register_owner(state)  # lets a compiled update find this state's device buffers
 
     def _grow_for(self, labels: Tensor) -> None:
         low = int(labels.min())
@@ -217,11 +263,11 @@ class ClassStats:
 
     @property
     def num_classes(self) -> int:
-        return self._state.num_classes
+        return self._raw_state.num_classes
 
     @property
     def dim(self) -> int:
-        return self._state.dim
+        return self._raw_state.dim
 
     @property
     def device(self) -> torch.device:
@@ -233,7 +279,7 @@ class ClassStats:
 
     @property
     def per_class_diag(self) -> bool:
-        return self._state.class_diag is not None
+        return self._raw_state.class_diag is not None
 
     @property
     def num_samples(self) -> int:
@@ -400,6 +446,7 @@ class ClassStats:
                 "per_class_diag": self.per_class_diag,
                 "nan_policy": self._nan_policy,
                 "backend": self._backend_name,
+                "validate": self._validate,
             },
             "state": self.state_dict(),
         }
@@ -410,7 +457,9 @@ class ClassStats:
         self.load_state_dict(state)
 
     def __repr__(self) -> str:
+        state = self._raw_state  # no status check: repr must not raise
         return (
-            f"ClassStats(num_classes={self.num_classes}, dim={self.dim}, num_samples={self.num_samples}, "
+            f"ClassStats(num_classes={state.num_classes}, dim={state.dim}, "
+            f"num_samples={int(state.counts.sum())}, "
             f"device={self._device}, backend={self._backend!r})"
         )
