@@ -214,7 +214,7 @@ class BlockUpdater {
     const int64_t stride = batch_.row_stride;
     const int64_t dim = s_.dim;
     uint8_t* keep = w_.keep.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 256)
     for (int64_t i = 0; i < b; ++i) keep[i] = row_is_finite(x + i * stride, dim) ? 1 : 0;
     UpdateResult result;
     for (int64_t i = 0; i < b; ++i) {
@@ -272,7 +272,7 @@ class BlockUpdater {
 #pragma omp parallel
     {
       RowLoader<In> loader(dim);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 64)
       for (int64_t i = 0; i < b; ++i) {
         Acc* z = w_.centred.data() + i * dim;
         if (!w_.keep[i]) {
@@ -339,9 +339,10 @@ class BlockUpdater {
   void class_squares(int64_t b, int64_t num_slots) {
     const int64_t dim = s_.dim;
     std::fill_n(w_.slot_sq.begin(), num_slots * dim, 0.0);
-#pragma omp parallel
-    {
-      const ColumnRange cols = column_range(thread_id(), team_size(), dim);
+    const int tasks = column_tasks(dim);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int task = 0; task < tasks; ++task) {
+      const ColumnRange cols = column_range(task, tasks, dim);
       for (int64_t i = 0; i < b; ++i) {
         if (!w_.keep[i]) continue;
         const Acc* z = w_.centred.data() + i * dim;

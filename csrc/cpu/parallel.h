@@ -49,4 +49,11 @@ inline ColumnRange column_range(int part, int parts, int64_t dim) {
   return {std::min(dim, first * kAlign), std::min(dim, last * kAlign)};
 }
 
+// Column tasks for passes that split the columns: up to 4 per thread (handed out dynamically,
+// so a thread that stalls holds back little work), each at least 16 columns wide.
+inline int column_tasks(int64_t dim) {
+  const int64_t units = (dim + 15) / 16;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(units, int64_t{4} * thread_count())));
+}
+
 }  // namespace ncfast::cpu

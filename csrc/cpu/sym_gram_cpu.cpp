@@ -1,24 +1,33 @@
-// Each OpenMP thread owns one column panel [c0, c1) of the upper triangle; panel edges sit at
-// dim * sqrt(t / T) so every panel holds the same number of entries (the same flops). A panel is
-// one syrk for its diagonal block plus one gemm for the rectangle rows [0, c0) above it, both
-// single-threaded BLAS calls: no thread ever writes another's entries, and no scratch is needed.
+// Two ways to split C = alpha Z^T Z + beta C (upper triangle) over threads, both handing out
+// many small tasks dynamically, so a thread that loses its core to another process (or to the
+// reader thread of a streaming pass) delays at most one task instead of half the work:
+// - small D (every thread's D x D partial fits in kRowSplitBytes): row slabs. Each thread
+//   adds Z_s^T Z_s of the slabs it claims into a private partial (one full-width syrk per
+//   slab, BLAS's best shape), and the partials are summed at the end;
+// - large D: column panels of equal area (edges at dim * sqrt(t / P)), more panels than
+//   threads. A panel is one syrk for its diagonal block plus one gemm for the rectangle
+//   above it; no thread writes another's entries, and no scratch is needed.
 #include "sym_gram_cpu.h"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "parallel.h"
 
 #include "blas.h"
 
 namespace ncfast::cpu {
 namespace {
 
-// Below this many output columns per thread the panels are too thin to pay for themselves.
+// Below this many output columns the panels are too thin to pay for themselves.
 constexpr int64_t kMinPanelWidth = 32;
+// Tasks per thread: enough that a stalled thread holds back little work.
+constexpr int kTasksPerThread = 4;
+// Row slabs shorter than this make syrk calls too small.
+constexpr int64_t kMinSlabRows = 128;
+// Total size of the private partials allowed for the row split.
+constexpr int64_t kRowSplitBytes = int64_t{16} << 20;
 // Panel edges are rounded to this many columns so BLAS micro-kernels see aligned widths.
 constexpr int64_t kPanelAlign = 8;
 
@@ -34,25 +43,43 @@ std::vector<int64_t> equal_area_panel_edges(int64_t dim, int num_panels) {
   return edges;
 }
 
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
+int max_threads() { return thread_count(); }
+
+template <typename T>
+void row_split(const T* z, int64_t rows, int64_t dim, int64_t ld, T alpha, T beta, T* c,
+               int threads, int64_t slabs) {
+  std::vector<T*> partials(threads, nullptr);
+  std::vector<std::vector<T>> owned(threads);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = thread_id();
+    std::vector<T>& mine = owned[t];
+    mine.assign(static_cast<size_t>(dim * dim), T(0));
+    partials[t] = mine.data();
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t s = 0; s < slabs; ++s) {
+      const int64_t r0 = rows * s / slabs;
+      const int64_t r1 = rows * (s + 1) / slabs;
+      blas::syrk_upper_at_a(dim, r1 - r0, T(1), z + r0 * ld, ld, T(1), mine.data(), dim);
+    }
+    // C = beta C + alpha sum_t P_t, upper triangle, rows shared out dynamically.
+#pragma omp for schedule(dynamic, 8)
+    for (int64_t i = 0; i < dim; ++i) {
+      T* out = c + i * dim;
+      for (int64_t j = i; j < dim; ++j) {
+        T sum = 0;
+        for (int p = 0; p < threads; ++p) sum += partials[p][i * dim + j];
+        out[j] = (beta == T(0) ? T(0) : beta * out[j]) + alpha * sum;
+      }
+    }
+  }
 }
 
 template <typename T>
-void sym_gram_upper_impl(const T* z, int64_t rows, int64_t dim, int64_t ld, T alpha, T beta,
-                         T* c) {
-  const int num_panels =
-      static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(max_threads(), dim / kMinPanelWidth)));
-  if (num_panels == 1) {
-    blas::syrk_upper_at_a(dim, rows, alpha, z, ld, beta, c, dim);
-    return;
-  }
+void column_panels(const T* z, int64_t rows, int64_t dim, int64_t ld, T alpha, T beta, T* c,
+                   int threads, int num_panels) {
   const std::vector<int64_t> edges = equal_area_panel_edges(dim, num_panels);
-#pragma omp parallel for num_threads(num_panels) schedule(static, 1)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int p = 0; p < num_panels; ++p) {
     const int64_t c0 = edges[p];
     const int64_t width = edges[p + 1] - c0;
@@ -61,6 +88,26 @@ void sym_gram_upper_impl(const T* z, int64_t rows, int64_t dim, int64_t ld, T al
       blas::gemm_at_b(c0, width, rows, alpha, z, ld, z + c0, ld, beta, c + c0, dim);
     }
   }
+}
+
+template <typename T>
+void sym_gram_upper_impl(const T* z, int64_t rows, int64_t dim, int64_t ld, T alpha, T beta,
+                         T* c) {
+  const int threads = max_threads();
+  if (threads > 1 && threads * dim * dim * static_cast<int64_t>(sizeof(T)) <= kRowSplitBytes) {
+    const int64_t slabs = std::min<int64_t>(int64_t{kTasksPerThread} * threads, rows / kMinSlabRows);
+    if (slabs >= 2) {
+      row_split(z, rows, dim, ld, alpha, beta, c, threads, slabs);
+      return;
+    }
+  }
+  const int num_panels = static_cast<int>(std::max<int64_t>(
+      1, std::min<int64_t>(int64_t{kTasksPerThread} * threads, dim / kMinPanelWidth)));
+  if (threads == 1 || num_panels == 1) {
+    blas::syrk_upper_at_a(dim, rows, alpha, z, ld, beta, c, dim);
+    return;
+  }
+  column_panels(z, rows, dim, ld, alpha, beta, c, threads, num_panels);
 }
 
 }  // namespace
