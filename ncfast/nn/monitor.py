@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from .._batches import module_device
 from .._inputs import to_tensor
 from ..metrics import cdnv, nc1, nc1_trace, nc2
 from ..stats import ClassStats
@@ -68,12 +69,14 @@ class NCProfile:
     """Per-layer neural-collapse table, in the order the layers were given.
 
     ``profile["layer3"]`` is a :class:`LayerNC`; ``profile.column("nc1")`` a list over layers;
-    ``to_dict()`` gives ``{layer: {score: value}}``; ``str(profile)`` a printable table.
+    ``to_dict()`` gives ``{layer: {score: value}}``; ``str(profile)`` a printable table;
+    ``stats`` holds the {layer: ClassStats} it was computed from.
     Smaller NC1 / NC1_tr / CDNV / NC2 means more collapsed.
     """
 
-    def __init__(self, rows: Sequence[LayerNC]) -> None:
+    def __init__(self, rows: Sequence[LayerNC], stats: Optional[Mapping[str, ClassStats]] = None) -> None:
         self.rows: List[LayerNC] = list(rows)
+        self.stats: Dict[str, ClassStats] = dict(stats or {})
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -369,7 +372,7 @@ class NCMonitor:
 
     def report(self) -> NCProfile:
         """NC1, NC1_tr, CDNV and NC2 (ETF distance, equinorm, equiangularity) per layer."""
-        return NCProfile([layer_scores(name, self._stats.get(name)) for name in self._layers])
+        return NCProfile([layer_scores(name, self._stats.get(name)) for name in self._layers], self._stats)
 
     def reset(self) -> "NCMonitor":
         """Forgets every batch seen (the hooks stay as they are)."""
@@ -405,7 +408,7 @@ class NCMonitor:
             raise ValueError(f"state_dict: saved with pool={state_dict['pool']}, this monitor has {pools}")
         loaded = {}
         for name, saved in state_dict["stats"].items():
-            device = _module_device(self._modules[self._layers.index(name)], self._model)
+            device = module_device(self._modules[self._layers.index(name)], self._model) or torch.device("cpu")
             stats = ClassStats(self._num_classes, int(saved["dim"]), device=device, **self._options)
             try:
                 loaded[name] = stats.load_state_dict(saved)
@@ -447,10 +450,3 @@ def _per_layer_pool(pool, layers: Sequence[str]) -> Dict[str, Pool]:
         return {n: check_pool(pool.get(n, "avg"), f"pool[{n!r}]") for n in layers}
     check_pool(pool)
     return {n: pool for n in layers}
-
-
-def _module_device(module: nn.Module, model: nn.Module) -> torch.device:
-    for owner in (module, model):
-        for tensor in (*owner.parameters(), *owner.buffers()):
-            return tensor.device
-    return torch.device("cpu")
