@@ -66,7 +66,7 @@ def capture(model, names, data):
     """Activations of `names`, captured by separate plain hooks (the independent path)."""
     acts = {n: [] for n in names}
     modules = dict(model.named_modules())
-    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: acts[n].append(o.detach().double().numpy())) for n in names]
+    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: acts[n].append(o.detach().double().cpu().numpy())) for n in names]
     with torch.no_grad():
         for x, _ in data:
             model(x)
@@ -374,3 +374,27 @@ def test_gradients_are_unchanged_by_the_monitor(model):
         watched = grads()
     for a, b in zip(plain, watched):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_statistics_stay_on_the_device_and_match(model):
+    model = model.cuda()
+    data = [(x.cuda(), y) for x, y in batches()]  # labels stay on the CPU: the monitor moves them
+    labels = torch.cat([y for _, y in data]).numpy()
+    names = ["layer1", "layer2", "fc"]
+    acts = capture(model, names, data)  # the same GPU activations, float64 on the host
+    monitor = NCMonitor(model, names, K, per_class_diag=True)
+    fill(monitor, model, data)
+    for name in names:
+        stats = monitor.stats[name]
+        assert stats.device.type == "cuda"
+        a = acts[name]
+        assert_matches(stats, a.mean(axis=(2, 3)) if a.ndim == 4 else a, labels, tol=1e-5)
+    state = monitor.state_dict()
+    cpu_monitor = NCMonitor(model.cpu(), names, K, per_class_diag=True).load_state_dict(state)
+    assert cpu_monitor.stats["fc"].device.type == "cpu"
+    assert torch.equal(cpu_monitor.stats["fc"].counts, monitor.stats["fc"].counts.cpu())
