@@ -33,7 +33,8 @@ from torch import Tensor, nn
 
 from ._batches import labelled_batches, module_device, read_labels
 from .nn._pool import Pool, check_pool, pool_rows
-from .nn.monitor import NCMonitor, NCProfile, resolve_modules
+from .nn.monitor import NCMonitor, resolve_modules
+from .nn.profile import NCProfile
 
 RULES = ("most_collapsed", "first_stall", "last")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -10,7 +9,7 @@ from torch import nn
 from ncfast import metrics
 from ncfast.finetune import ParamCount, SkipToHead, choose_layer, count_parameters, freeze_all_but, nc_profile
 from ncfast.nn import NCMonitor
-from ncfast.nn.monitor import LayerNC, NCProfile
+from ncfast.nn.profile import LayerNC, NCProfile
 
 K = 3
 

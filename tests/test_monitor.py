@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch import nn
 
-import ncfast
 from ncfast import metrics
 from ncfast.nn import NCMonitor
 from conftest import numpy_stats, rel_err
