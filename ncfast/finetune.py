@@ -11,11 +11,11 @@ connection from it to the head, matches full fine-tuning with far fewer trainabl
     count = freeze_all_but(net, f"model.{layer}", "model.fc", "skip")
     print(count)                                            # trainable-parameter fraction
 
-Layer rule (ncfast's, documented here; the paper picks the layer by experiment): with NC1_l
+Layer rule (ncfast's own, documented here, not taken from the paper): with NC1_l
 the within/between-class variability ratio of block l's pooled output on the DOWNSTREAM data,
 the default rule "most_collapsed" picks the block with the smallest NC1, i.e. the block whose
-pre-trained features already separate the new classes best. Blocks after it lower the
-downstream collapse again (they specialise to the source classes); the skip projection routes
+pre-trained features already separate the new classes best. Blocks after it undo part of
+that collapse (they specialise to the source classes); the skip projection routes
 the chosen block's fine-tuned output straight to the head, past them, which is how the method
 induces collapse of the penultimate features on the downstream data. "first_stall" picks the
 first block that fails to lower NC1 by the fraction `tol` (the block right after the pre-
