@@ -8,6 +8,9 @@ from .stats import ClassStats
 from . import io, metrics
 from ._persist import load_stats, save_stats
 from .pipeline import accumulate
+from . import finetune, nn, ops, transfer
+from .nn import NCMonitor
+from .transfer import ModelRanking, rank_models
 from .metrics import JointStats, NCCStats, nc_report, transferability
 
 __version__ = "0.1.0"
@@ -37,6 +40,13 @@ __all__ = [
     "metrics",
     "io",
     "accumulate",
+    "finetune",
+    "nn",
+    "ops",
+    "transfer",
+    "NCMonitor",
+    "ModelRanking",
+    "rank_models",
     "load_stats",
     "save_stats",
     "nc_report",

@@ -21,47 +21,14 @@ import numpy as np
 import torch
 
 from . import metrics
+from .metrics.registry import HIGHER_IS_BETTER, SCORES, compute_scores
 from ._persist import load_stats, save_stats
 from .io import open_array
 from .pipeline import accumulate
 from .stats import ClassStats
 
-SCORES = ("nc1", "nc1_trace", "cdnv", "nc2_etf", "logme", "h_score", "h_score_shrinkage", "face", "gbc", "rankme")
-# For `rank`: True where a higher score predicts better transfer.
-HIGHER_IS_BETTER = {
-    "nc1": False, "nc1_trace": False, "cdnv": False, "nc2_etf": False, "logme": True, "h_score": True,
-    "h_score_shrinkage": True, "face": True, "gbc": True, "rankme": True,
-}
-
-
 class CommandError(Exception):
     """A user error: printed as one line, exit status 2."""
-
-
-def compute_scores(stats: ClassStats, names: List[str], quiet: bool = False) -> Dict[str, Optional[float]]:
-    """The requested scores; one that is undefined for these statistics becomes None, with
-    the reason on stderr."""
-    table = {
-        "nc1": lambda: metrics.nc1(stats),
-        "nc1_trace": lambda: metrics.nc1_trace(stats),
-        "cdnv": lambda: metrics.cdnv(stats),
-        "nc2_etf": lambda: metrics.nc2(stats.centred_means()).etf_distance,
-        "logme": lambda: metrics.logme(stats),
-        "h_score": lambda: metrics.h_score(stats),
-        "h_score_shrinkage": lambda: metrics.h_score_shrinkage(stats),
-        "face": lambda: metrics.face(stats).score,
-        "gbc": lambda: metrics.gbc(stats),
-        "rankme": lambda: metrics.rankme(stats),
-    }
-    out = {}
-    for name in names:
-        try:
-            out[name] = float(table[name]())
-        except (ValueError, MemoryError) as err:
-            if not quiet:
-                print(f"ncfast: {name} skipped: {err}", file=sys.stderr)
-            out[name] = None
-    return out
 
 
 def _parse_metrics(text: Optional[str]) -> List[str]:

@@ -1,9 +1,9 @@
 // Two ways to split C = alpha Z^T Z + beta C (upper triangle) over threads, both handing out
 // many small tasks dynamically, so a thread that loses its core to another process (or to the
 // reader thread of a streaming pass) delays at most one task instead of half the work:
-// - small D (every thread's D x D partial fits in kRowSplitBytes): row slabs. Each thread
-//   adds Z_s^T Z_s of the slabs it claims into a private partial (one full-width syrk per
-//   slab, BLAS's best shape), and the partials are summed at the end;
+// - small D (a D x D partial per slab fits in kRowSplitBytes): row slabs. Each slab's
+//   Z_s^T Z_s is one full-width syrk (BLAS's best shape) into its own partial, and the
+//   partials are summed in slab order (deterministic whichever thread ran which slab);
 // - large D: column panels of equal area (edges at dim * sqrt(t / P)), more panels than
 //   threads. A panel is one syrk for its diagonal block plus one gemm for the rectangle
 //   above it; no thread writes another's entries, and no scratch is needed.
@@ -26,7 +26,7 @@ constexpr int64_t kMinPanelWidth = 32;
 constexpr int kTasksPerThread = 4;
 // Row slabs shorter than this make syrk calls too small.
 constexpr int64_t kMinSlabRows = 128;
-// Total size of the private partials allowed for the row split.
+// Total size of the per-slab partials allowed for the row split.
 constexpr int64_t kRowSplitBytes = int64_t{16} << 20;
 // Panel edges are rounded to this many columns so BLAS micro-kernels see aligned widths.
 constexpr int64_t kPanelAlign = 8;
@@ -48,27 +48,25 @@ int max_threads() { return thread_count(); }
 template <typename T>
 void row_split(const T* z, int64_t rows, int64_t dim, int64_t ld, T alpha, T beta, T* c,
                int threads, int64_t slabs) {
-  std::vector<T*> partials(threads, nullptr);
-  std::vector<std::vector<T>> owned(threads);
+  // One partial per slab (not per thread), summed in slab order: the result does not depend
+  // on which thread ran which slab, so repeated runs agree to the bit.
+  std::vector<T> partials(static_cast<size_t>(slabs * dim * dim));
 #pragma omp parallel num_threads(threads)
   {
-    const int t = thread_id();
-    std::vector<T>& mine = owned[t];
-    mine.assign(static_cast<size_t>(dim * dim), T(0));
-    partials[t] = mine.data();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t s = 0; s < slabs; ++s) {
       const int64_t r0 = rows * s / slabs;
       const int64_t r1 = rows * (s + 1) / slabs;
-      blas::syrk_upper_at_a(dim, r1 - r0, T(1), z + r0 * ld, ld, T(1), mine.data(), dim);
+      blas::syrk_upper_at_a(dim, r1 - r0, T(1), z + r0 * ld, ld, T(0),
+                            partials.data() + s * dim * dim, dim);
     }
-    // C = beta C + alpha sum_t P_t, upper triangle, rows shared out dynamically.
+    // C = beta C + alpha sum_s P_s on the upper triangle.
 #pragma omp for schedule(dynamic, 8)
     for (int64_t i = 0; i < dim; ++i) {
       T* out = c + i * dim;
       for (int64_t j = i; j < dim; ++j) {
         T sum = 0;
-        for (int p = 0; p < threads; ++p) sum += partials[p][i * dim + j];
+        for (int64_t s = 0; s < slabs; ++s) sum += partials[(s * dim + i) * dim + j];
         out[j] = (beta == T(0) ? T(0) : beta * out[j]) + alpha * sum;
       }
     }
@@ -94,9 +92,9 @@ template <typename T>
 void sym_gram_upper_impl(const T* z, int64_t rows, int64_t dim, int64_t ld, T alpha, T beta,
                          T* c) {
   const int threads = max_threads();
-  if (threads > 1 && threads * dim * dim * static_cast<int64_t>(sizeof(T)) <= kRowSplitBytes) {
+  if (threads > 1) {
     const int64_t slabs = std::min<int64_t>(int64_t{kTasksPerThread} * threads, rows / kMinSlabRows);
-    if (slabs >= 2) {
+    if (slabs >= 2 && slabs * dim * dim * static_cast<int64_t>(sizeof(T)) <= kRowSplitBytes) {
       row_split(z, rows, dim, ld, alpha, beta, c, threads, slabs);
       return;
     }
