@@ -1,9 +1,9 @@
 // Two ways to split C = alpha Z^T Z + beta C (upper triangle) over threads, both handing out
 // many small tasks dynamically, so a thread that loses its core to another process (or to the
 // reader thread of a streaming pass) delays at most one task instead of half the work:
-// - small D (a D x D partial per slab fits in kRowSplitBytes): row slabs. Each slab's
-//   Z_s^T Z_s is one full-width syrk (BLAS's best shape) into its own partial, and the
-//   partials are summed in slab order (deterministic whichever thread ran which slab);
+// - small D (up to kRowSplitMaxDim): row slabs. Each slab's Z_s^T Z_s is one full-width syrk
+//   (BLAS's best shape) into its own partial, and the partials are summed in slab order
+//   (deterministic whichever thread ran which slab);
 // - large D: column panels of equal area (edges at dim * sqrt(t / P)), more panels than
 //   threads. A panel is one syrk for its diagonal block plus one gemm for the rectangle
 //   above it; no thread writes another's entries, and no scratch is needed.
@@ -26,8 +26,11 @@ constexpr int64_t kMinPanelWidth = 32;
 constexpr int kTasksPerThread = 4;
 // Row slabs shorter than this make syrk calls too small.
 constexpr int64_t kMinSlabRows = 128;
-// Total size of the per-slab partials allowed for the row split.
-constexpr int64_t kRowSplitBytes = int64_t{16} << 20;
+// Row slabs are used up to this D: above it the per-slab partials and their reduction cost
+// more than the thin column panels do.
+constexpr int64_t kRowSplitMaxDim = 320;
+// Column panels per thread for large D (wide panels keep BLAS near its peak).
+constexpr int kPanelsPerThread = 2;
 // Panel edges are rounded to this many columns so BLAS micro-kernels see aligned widths.
 constexpr int64_t kPanelAlign = 8;
 
@@ -92,15 +95,16 @@ template <typename T>
 void sym_gram_upper_impl(const T* z, int64_t rows, int64_t dim, int64_t ld, T alpha, T beta,
                          T* c) {
   const int threads = max_threads();
-  if (threads > 1) {
-    const int64_t slabs = std::min<int64_t>(int64_t{kTasksPerThread} * threads, rows / kMinSlabRows);
-    if (slabs >= 2 && slabs * dim * dim * static_cast<int64_t>(sizeof(T)) <= kRowSplitBytes) {
+  if (threads > 1 && dim <= kRowSplitMaxDim) {
+    const int64_t slab_rows = std::max<int64_t>(kMinSlabRows, 2 * dim);
+    const int64_t slabs = std::min<int64_t>(int64_t{kTasksPerThread} * threads, rows / slab_rows);
+    if (slabs >= 2) {
       row_split(z, rows, dim, ld, alpha, beta, c, threads, slabs);
       return;
     }
   }
   const int num_panels = static_cast<int>(std::max<int64_t>(
-      1, std::min<int64_t>(int64_t{kTasksPerThread} * threads, dim / kMinPanelWidth)));
+      1, std::min<int64_t>(int64_t{kPanelsPerThread} * threads, dim / kMinPanelWidth)));
   if (threads == 1 || num_panels == 1) {
     blas::syrk_upper_at_a(dim, rows, alpha, z, ld, beta, c, dim);
     return;
