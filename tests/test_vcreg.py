@@ -167,6 +167,21 @@ def test_half_inputs_are_regularised_in_float32(dtype):
     assert float((got.double() - want).norm() / want.norm()) < 1e-2
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("shape, channel_dim", [((256, 32), 1), ((8, 16, 6, 6), 1)])
+def test_cuda_tensors_use_the_torch_path_and_match_cpu(shape, channel_dim):
+    x = spread_batch(shape, channel_dim)
+    grad_out = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    want, cpu = vcreg_grad(x, grad_out, **OPTIONS, channel_dim=channel_dim)
+    got, gpu = vcreg_grad(x.cuda(), grad_out.cuda(), **OPTIONS, channel_dim=channel_dim)
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=1e-13)
+    assert gpu.last_loss.device.type == "cuda"
+    assert float(gpu.last_loss) == pytest.approx(float(cpu.last_loss), rel=1e-10)
+    got32, _ = vcreg_grad(x.float().cuda(), grad_out.float().cuda(), **OPTIONS, channel_dim=channel_dim)
+    assert float((got32.double().cpu() - want).norm() / (want - grad_out).norm()) < 1e-4
+
+
 # ------------------------------------------------------------------------------ forward and module
 
 
@@ -275,22 +290,27 @@ def test_bad_inputs_are_named():
 # ------------------------------------------------------------------------------ the Gram binding
 
 
+@pytest.mark.parametrize("fill_lower", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("dim", [5, 70])  # one panel, and several threaded panels
-def test_sym_gram_binding_writes_upper_triangle_only(dtype, dim):
+@pytest.mark.parametrize("dim", [5, 70, 300])  # one panel; several threaded panels; tiled mirror
+def test_sym_gram_binding(dtype, dim, fill_lower):
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(33, dim + 3, generator=gen, dtype=torch.float64)[:, :dim].to(dtype)  # ld > dim
     c = torch.full((dim, dim), 7.0, dtype=dtype)
-    _C.sym_gram(z.data_ptr(), 33, dim, z.stride(0), FLOAT_CODES[dtype], 0.5, 2.0, c.data_ptr())
+    _C.sym_gram(z.data_ptr(), 33, dim, z.stride(0), FLOAT_CODES[dtype], 0.5, 2.0, c.data_ptr(), fill_lower)
     zz = z.double().numpy()
     want = 0.5 * zz.T @ zz + 14.0
-    upper = np.triu_indices(dim)
+    upper, lower = np.triu_indices(dim), np.tril_indices(dim, -1)
     tol = 1e-5 if dtype == torch.float32 else 1e-12
-    np.testing.assert_allclose(c.double().numpy()[upper], want[upper], rtol=tol)
-    assert torch.all(c[tuple(np.tril_indices(dim, -1))] == 7.0)
+    got = c.double().numpy()
+    np.testing.assert_allclose(got[upper], want[upper], rtol=tol)
+    if fill_lower:
+        np.testing.assert_array_equal(got, got.T)
+    else:
+        assert np.all(got[lower] == 7.0)  # untouched
 
 
 def test_sym_gram_binding_rejects_other_dtypes():
     c = torch.zeros(2, 2, dtype=torch.float16)
     with pytest.raises(ValueError, match="dtype"):
-        _C.sym_gram(c.data_ptr(), 2, 2, 2, FLOAT_CODES[torch.float16], 1.0, 0.0, c.data_ptr())
+        _C.sym_gram(c.data_ptr(), 2, 2, 2, FLOAT_CODES[torch.float16], 1.0, 0.0, c.data_ptr(), False)

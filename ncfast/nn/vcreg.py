@@ -144,10 +144,10 @@ def _covariance(xc: Tensor, native: bool) -> Tensor:
     n, d = xc.shape
     if not native:
         return (xc.T @ xc) / (n - 1)
-    upper = torch.empty(d, d, dtype=xc.dtype)
-    _C.sym_gram(xc.data_ptr(), n, d, xc.stride(0), FLOAT_CODES[xc.dtype], 1.0 / (n - 1), 0.0, upper.data_ptr())
-    upper = upper.triu()  # the kernel writes the upper triangle only
-    return upper + upper.triu(1).T
+    cov = torch.empty(d, d, dtype=xc.dtype)
+    # one triangle by the threaded syrk, then mirrored into the other
+    _C.sym_gram(xc.data_ptr(), n, d, xc.stride(0), FLOAT_CODES[xc.dtype], 1.0 / (n - 1), 0.0, cov.data_ptr(), True)
+    return cov
 
 
 def _loss_derivative(cov: Tensor, cfg: dict) -> Tuple[Tensor, Tensor, Tensor]:
@@ -158,8 +158,9 @@ def _loss_derivative(cov: Tensor, cfg: dict) -> Tuple[Tensor, Tensor, Tensor]:
     off = cov.clone()
     off.diagonal().zero_()
     if cfg["cov_loss"] == "square":
-        l_cov = off.square().sum() / d
-        gamma_cov = off * (2.0 * cfg["beta"] / d)
+        flat = off.view(-1)
+        l_cov = torch.dot(flat, flat) / d
+        gamma_cov = off.mul_(2.0 * cfg["beta"] / d)
     else:
         delta = cfg["smooth_l1_delta"]
         small = off.abs() < delta
