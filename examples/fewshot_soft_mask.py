@@ -151,7 +151,8 @@ def main():
 
     print(f"\n{WAYS}-way, {QUERIES} queries/class, {args.episodes} episodes; accuracy % (95% CI); "
           "gain = masked - plain on the same episodes")
-    print("| features | shots | NCC | NCC + mask | gain | probe | probe + mask | gain | mean tau (how) | NCC + oracle mask |")
+    print("| features | shots | NCC | NCC + mask | gain | probe | probe + mask | gain | mean tau (how) "
+          "| NCC + oracle mask |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, shots, cells, g_ncc, g_probe, tau, how in all_rows:
         c = {k: f"{m:.2f} +- {h:.2f}" for k, (m, h) in cells.items()}

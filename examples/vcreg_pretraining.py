@@ -43,7 +43,9 @@ def load(seed_split: int = 0):
     src_x, src_y = images[source], labels[source]
     tgt_x, tgt_y = images[target], labels[target] - 5
     n_src, n_tgt = len(src_y) * 3 // 4, len(tgt_y) // 2
-    return (src_x[:n_src], src_y[:n_src]), (src_x[n_src:], src_y[n_src:]), (tgt_x[:n_tgt], tgt_y[:n_tgt]), (tgt_x[n_tgt:], tgt_y[n_tgt:])
+    src_train, src_test = (src_x[:n_src], src_y[:n_src]), (src_x[n_src:], src_y[n_src:])
+    tgt_train, tgt_test = (tgt_x[:n_tgt], tgt_y[:n_tgt]), (tgt_x[n_tgt:], tgt_y[n_tgt:])
+    return src_train, src_test, tgt_train, tgt_test
 
 
 class Net(nn.Module):

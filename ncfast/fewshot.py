@@ -150,8 +150,9 @@ def loo_ncc_accuracy(
 
     For each held-out row i, the class means, counts and W are downdated without it (W_jj -=
     n_c/(n_c-1) (x_ij - mu_cj)^2, exact), S_B is recomputed from those means, the importance
-    and mask follow, and x_i is assigned to the nearest masked centroid. The held-out row therefore never informs its own mask.
-    Needs at least 2 rows in every class. Returns (len(taus),) float64 accuracies.
+    and mask follow, and x_i is assigned to the nearest masked centroid: the held-out row
+    never informs its own mask. Needs at least 2 rows in every class. Returns (len(taus),)
+    float64 accuracies.
     """
     x = _as_matrix(support_x, "support_x")
     classes, idx = _as_class_index(support_y, x.shape[0], "support_y")
@@ -389,7 +390,8 @@ class EpisodeSampler:
     """
 
     def __init__(self, labels: Any, ways: int, shots: int, queries: int, *, episodes: int, seed: int = 0) -> None:
-        for name, value, low in (("ways", ways, 2), ("shots", shots, 1), ("queries", queries, 1), ("episodes", episodes, 1)):
+        checks = (("ways", ways, 2), ("shots", shots, 1), ("queries", queries, 1), ("episodes", episodes, 1))
+        for name, value, low in checks:
             if not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
         y = np.asarray(labels)
@@ -402,7 +404,8 @@ class EpisodeSampler:
                 f"labels: only {self._eligible.size} classes have {shots + queries} rows (shots + queries), "
                 f"fewer than ways={ways}"
             )
-        self.ways, self.shots, self.queries, self.episodes, self.seed = int(ways), int(shots), int(queries), int(episodes), seed
+        self.ways, self.shots, self.queries = int(ways), int(shots), int(queries)
+        self.episodes, self.seed = int(episodes), seed
 
     def __len__(self) -> int:
         return self.episodes

@@ -255,6 +255,13 @@ def test_inplace_op_on_output_is_an_error_not_a_silent_corruption():
         torch.relu_(VCReg(1.0, 1.0)(x * 1.0))
 
 
+def test_double_backward_is_refused_not_silently_wrong():
+    x = spread_batch((8, 4)).requires_grad_()
+    (grad,) = torch.autograd.grad((VCReg(1.0, 1.0)(x) ** 2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
+
+
 # ------------------------------------------------------------------------------ errors
 
 

@@ -28,6 +28,7 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .._core import _C
 from .._dtypes import FLOAT_CODES
@@ -172,7 +173,7 @@ def _loss_derivative(cov: Tensor, cfg: dict) -> Tuple[Tensor, Tensor, Tensor]:
     return gamma_cov, l_var, l_cov
 
 
-def vcreg_backward(x: Tensor, grad_out: Tensor, cfg: dict, native: bool) -> Tuple[Tensor, Tensor, Tensor]:
+def _vcreg_backward(x: Tensor, grad_out: Tensor, cfg: dict, native: bool) -> Tuple[Tensor, Tensor, Tensor]:
     """grad_out + d(alpha l_var + beta l_cov)/dx, and the two loss terms (detached)."""
     channel_dim = cfg["channel_dim"]
     d = x.shape[channel_dim]
@@ -206,9 +207,10 @@ class _VCRegFunction(torch.autograd.Function):
         return x.view_as(x)
 
     @staticmethod
+    @once_differentiable  # the added gradient is not itself differentiated (no double backward)
     def backward(ctx, grad_out: Tensor):
         (x,) = ctx.saved_tensors
-        grad, l_var, l_cov = vcreg_backward(x, grad_out, ctx.cfg, ctx.native)
+        grad, l_var, l_cov = _vcreg_backward(x, grad_out, ctx.cfg, ctx.native)
         if ctx.owner is not None:
             ctx.owner._record(l_var, l_cov)
         return grad, None, None, None
