@@ -4,10 +4,12 @@
 
 #include <cblas.h>
 
+#include <stdexcept>
 #include <string>
 
 #include "core/class_stats.h"
 #include "cpu/class_stats_cpu.h"
+#include "cpu/sym_gram_cpu.h"
 
 #ifdef NCFAST_WITH_CUDA
 #include "cuda/bindings_cuda.h"
@@ -95,4 +97,26 @@ PYBIND11_MODULE(_C, m) {
 #ifdef NCFAST_WITH_CUDA
   ncfast::cuda::register_cuda(m);
 #endif
+  // C(upper) = alpha * Z^T Z + beta * C for a row-major float32/float64 Z (rows x dim, leading
+  // dimension ld) and a row-major dim x dim C of the same dtype; entries below the diagonal are
+  // neither read nor written, unless fill_lower copies the upper triangle there afterwards.
+  // Used by ncfast.nn (VCReg's batch covariance).
+  m.def("sym_gram", [](uintptr_t z, int64_t rows, int64_t dim, int64_t ld, int32_t dtype,
+                       double alpha, double beta, uintptr_t c, bool fill_lower) {
+    if (rows < 0 || dim < 1 || ld < dim) throw std::invalid_argument("sym_gram: bad shape");
+    const auto type = static_cast<ncfast::DType>(dtype);
+    if (type != ncfast::DType::kFloat32 && type != ncfast::DType::kFloat64) {
+      throw std::invalid_argument("sym_gram: dtype must be float32 or float64");
+    }
+    py::gil_scoped_release no_gil;
+    if (type == ncfast::DType::kFloat32) {
+      ncfast::cpu::sym_gram_upper(as_ptr<const float>(z), rows, dim, ld, static_cast<float>(alpha),
+                                  static_cast<float>(beta), as_ptr<float>(c));
+      if (fill_lower) ncfast::cpu::mirror_upper(as_ptr<float>(c), dim);
+    } else {
+      ncfast::cpu::sym_gram_upper(as_ptr<const double>(z), rows, dim, ld, alpha, beta,
+                                  as_ptr<double>(c));
+      if (fill_lower) ncfast::cpu::mirror_upper(as_ptr<double>(c), dim);
+    }
+  });
 }

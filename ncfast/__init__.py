@@ -8,8 +8,8 @@ from .stats import ClassStats
 from . import io, metrics
 from ._persist import load_stats, save_stats
 from .pipeline import accumulate
-from . import finetune, nn, ops, transfer
-from .nn import NCMonitor
+from . import fewshot, finetune, nn, ops, transfer
+from .nn import NCMonitor, VCReg
 from .transfer import ModelRanking, rank_models
 from .metrics import JointStats, NCCStats, nc_report, transferability
 
@@ -45,6 +45,8 @@ __all__ = [
     "ops",
     "transfer",
     "NCMonitor",
+    "VCReg",
+    "fewshot",
     "ModelRanking",
     "rank_models",
     "load_stats",

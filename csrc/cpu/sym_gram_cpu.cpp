@@ -112,7 +112,27 @@ void sym_gram_upper_impl(const T* z, int64_t rows, int64_t dim, int64_t ld, T al
   column_panels(z, rows, dim, ld, alpha, beta, c, threads, num_panels);
 }
 
+// Row i of the lower triangle reads column i of the upper one; rows are split over threads
+// in 32-row tiles of the source so the strided reads stay within a few cache lines.
+template <typename T>
+void mirror_upper_impl(T* c, int64_t dim) {
+  constexpr int64_t kTile = 32;
+#pragma omp parallel for schedule(dynamic, 1) if (dim >= 256)
+  for (int64_t i0 = 0; i0 < dim; i0 += kTile) {
+    const int64_t i1 = std::min(dim, i0 + kTile);
+    for (int64_t j0 = 0; j0 < i1; j0 += kTile) {
+      const int64_t j1 = std::min(i1, j0 + kTile);
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t j = j0; j < std::min(j1, i); ++j) c[i * dim + j] = c[j * dim + i];
+      }
+    }
+  }
+}
+
 }  // namespace
+
+void mirror_upper(float* c, int64_t dim) { mirror_upper_impl(c, dim); }
+void mirror_upper(double* c, int64_t dim) { mirror_upper_impl(c, dim); }
 
 void sym_gram_upper(const float* z, int64_t rows, int64_t dim, int64_t ld, float alpha, float beta,
                     float* c) {

@@ -12,4 +12,8 @@ void sym_gram_upper(const float* z, int64_t rows, int64_t dim, int64_t ld, float
 void sym_gram_upper(const double* z, int64_t rows, int64_t dim, int64_t ld, double alpha,
                     double beta, double* c);
 
+// Copies the upper triangle of the row-major dim x dim C into its lower triangle.
+void mirror_upper(float* c, int64_t dim);
+void mirror_upper(double* c, int64_t dim);
+
 }  // namespace ncfast::cpu
