@@ -15,6 +15,9 @@ another GPU. TF32 counts half the bf16 peak, float32 and float64 FMA 67 TFLOP/s 
 from __future__ import annotations
 
 import os
+
+os.environ["NCFAST_CUDA_KERNELS"] = "1"  # "auto" picks the CUDA kernels (see ncfast/_dispatch.py)
+
 import statistics
 
 import pytest
