@@ -11,6 +11,7 @@ import ctypes
 import os
 
 import scipy_openblas32
+import torch  # noqa: F401  (torch's own libraries, OpenMP and CUDA runtime, load first)
 
 
 def _preload_openblas() -> None:

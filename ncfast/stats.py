@@ -16,6 +16,15 @@ VALIDATE_MODES = ("lazy", "sync")
 _STATE_VERSION = 1
 
 
+def _normalise_device(device) -> torch.device:
+    """"cuda" means the current CUDA device: pin the index so comparisons with a tensor's
+    device ("cuda:0") hold."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 class ClassStats:
     """Per-class counts and means and the pooled within-class scatter of a labelled stream.
 
@@ -89,7 +98,7 @@ class ClassStats:
         if validate not in VALIDATE_MODES:
             raise ValueError(f"validate: expected one of {VALIDATE_MODES}, got {validate!r}")
         self._validate = validate
-        self._device = torch.device(device) if device is not None else torch.device("cpu")
+        self._device = _normalise_device(device)
         self._fixed_classes = num_classes is not None
         self._precision = precision
         self._nan_policy = nan_policy
@@ -230,7 +239,7 @@ class ClassStats:
 
     def to(self, device: Union[str, torch.device]) -> "ClassStats":
         """A copy of these statistics on `device` (the kernels follow the device)."""
-        device = torch.device(device)
+        device = _normalise_device(device)
         copy = self.clone()
         copy._device = device
         copy._backend = _dispatch.resolve_backend(self._backend_name, device)

@@ -84,7 +84,7 @@ def fill(monitor, model, data):
 def assert_matches(stats, rows, labels, tol=1e-6):
     ref = numpy_stats(rows, labels, K)
     assert stats.num_samples == len(labels)
-    np.testing.assert_array_equal(stats.counts.numpy(), ref.counts)
+    np.testing.assert_array_equal(stats.counts.cpu().numpy(), ref.counts)
     assert rel_err(stats.means, ref.means) < tol
     assert rel_err(stats.within_scatter, ref.scatter) < tol
     assert rel_err(stats.class_scatter, ref.class_scatter) < tol
