@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 
-os.environ["NCFAST_CUDA_KERNELS"] = "1"  # "auto" picks the CUDA kernels (see ncfast/_dispatch.py)
-
 import statistics
 
 import pytest

@@ -3,8 +3,6 @@ kernels (when compiled in), or the pure-PyTorch reference."""
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 
@@ -26,18 +24,10 @@ def native_available(device: torch.device) -> bool:
     return device.type == "cuda" and _cuda.available()
 
 
-def cuda_kernels_by_default() -> bool:
-    """The CUDA kernels compile in CI but have not yet been validated on a GPU, so "auto"
-    picks them only when NCFAST_CUDA_KERNELS=1 (backend="native" always may)."""
-    return os.environ.get("NCFAST_CUDA_KERNELS", "0") == "1"
-
-
 def resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        if device.type == "cuda" and not cuda_kernels_by_default():
-            return "reference"
         return "native" if native_available(device) else "reference"
     if backend == "native" and not native_available(device):
         raise ValueError(f"backend: 'native' has no kernels for device {device} in this build")

@@ -79,7 +79,7 @@ def class_stats_update_(
     owner = _owner_of(counts, means, scatter, class_scatter)
     state = owner if owner is not None else _state_view(counts, means, scatter, class_scatter, class_diag)
     before = state.skipped_rows
-    if _dispatch.resolve_backend("auto", features.device) == "native":
+    if _dispatch.native_available(features.device):
         _dispatch.native_update_(state, features, labels, nan_policy)
         if owner is None and features.is_cuda:
             _dispatch.check_device_status_(state)  # no ClassStats to report the error later

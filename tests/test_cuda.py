@@ -6,10 +6,6 @@ Run on a GPU machine with:  python -m pytest -q -m cuda tests/test_cuda.py
 
 from __future__ import annotations
 
-import os
-
-os.environ["NCFAST_CUDA_KERNELS"] = "1"  # "auto" picks the CUDA kernels (see ncfast/_dispatch.py)
-
 import numpy as np
 import pytest
 import torch

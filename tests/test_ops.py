@@ -108,3 +108,41 @@ def test_compiled_update_counts_skips_and_needs_fixed_classes():
     growing = ncfast.ClassStats(None, 3)
     with pytest.raises(Exception, match="fixed number of classes"):
         torch.compile(lambda x, y: growing.update(x, y), fullgraph=True, backend="aot_eager")(x, torch.arange(10) % 2)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_update_op_on_cuda_passes_opcheck_and_compiles():
+    args, _ = state_args(5, 7, per_class_diag=True)
+    args = tuple(a.cuda() for a in args)
+    torch.library.opcheck(torch.ops.ncfast.class_stats_update_.default, args + ("raise",))
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).cuda()
+    stats = ncfast.ClassStats(3, 16, device="cuda")
+    compiled = torch.compile(_training_step(model, stats), fullgraph=True, backend="aot_eager")
+    batches = [(torch.randn(32, 10, device="cuda") + 1, torch.randint(0, 3, (32,), device="cuda")) for _ in range(3)]
+    for x, y in batches:
+        compiled(x, y).backward()
+    with torch.no_grad():
+        h = torch.cat([model[:2](x) for x, _ in batches]).double().cpu().numpy()
+    expected = numpy_stats(h, torch.cat([y for _, y in batches]).cpu().numpy(), 3)
+    np.testing.assert_array_equal(stats.counts.cpu().numpy(), expected.counts)
+    assert rel_err(stats.within_scatter, expected.scatter) < 1e-5
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("name", sorted(ops.SCORE_OPS))
+def test_score_ops_on_cuda(name):
+    x, y = offset_data(600, 6, 4, seed=3, offset=2.0)
+    stats = ncfast.ClassStats(4, 6, device="cuda").update(torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda())
+    s = stats._state
+    args = (s.counts, s.means, s.scatter) + ((s.class_scatter,) if name == "cdnv" else ())
+    op = getattr(torch.ops.ncfast, name).default
+    torch.library.opcheck(op, args)
+    value = op(*args)
+    assert value.is_cuda and float(value) == pytest.approx(getattr(ref, name)(x, y), rel=1e-6)
