@@ -71,6 +71,12 @@ def grow_classes(state: StatsState, num_classes: int, *, exact: bool = False) ->
         setattr(state, name, buffer[:num_classes])
 
 
+def truncate_classes(state: StatsState, num_classes: int) -> None:
+    """Undoes a grow_classes whose new classes are still empty (a rejected batch)."""
+    for name, buffer in state._buffers.items():
+        setattr(state, name, buffer[:num_classes])
+
+
 def clone_state(state: StatsState) -> StatsState:
     copy = empty_state(state.num_classes, state.dim, state.device, state.class_diag is not None)
     copy_into(copy, state)
@@ -94,6 +100,8 @@ def merge_into(dst: StatsState, src: StatsState) -> None:
     and the same correction on the diagonal for tr_c and q_cj.
     The one merge used by ClassStats.merge, all-reduce and checkpoint resume.
     """
+    if dst.class_diag is not None and src.class_diag is None:
+        raise ValueError("other: per_class_diag is off there but on here; both must track it to merge")
     grow_classes(dst, src.num_classes)
     k = src.num_classes
     n_a = dst.counts[:k].to(torch.float64)
@@ -106,8 +114,6 @@ def merge_into(dst: StatsState, src: StatsState) -> None:
     dst.scatter += src.scatter + 0.5 * (between + between.T)
     dst.class_scatter[:k] += src.class_scatter + weight * (delta * delta).sum(dim=1)
     if dst.class_diag is not None:
-        if src.class_diag is None:
-            raise ValueError("other: per_class_diag is off there but on here; both must track it to merge")
         dst.class_diag[:k] += src.class_diag + weight[:, None] * delta * delta
     dst.means[:k] += (n_b / safe_n)[:, None] * delta
     dst.counts[:k] += src.counts

@@ -57,11 +57,11 @@ def update_chunk_(state: StatsState, x: Tensor, y: Tensor) -> None:
     correction = (e * w_between[:, None]).T @ e - (d * m64[:, None]).T @ d
     state.scatter += gram.to(torch.float64) + 0.5 * (correction + correction.T)
 
-    z2 = (z * z).to(torch.float64)
-    state.class_scatter.index_add_(0, y, z2.sum(dim=1))
+    z2 = z * z  # row sums in the accumulation type, like the Gram; no float64 (B, D) copy
+    state.class_scatter.index_add_(0, y, z2.sum(dim=1).to(torch.float64))
     state.class_scatter += w_between * (e * e).sum(dim=1) - m64 * (d * d).sum(dim=1)
     if state.class_diag is not None:
-        state.class_diag.index_add_(0, y, z2)
+        state.class_diag.index_add_(0, y, z2.to(torch.float64))
         state.class_diag += w_between[:, None] * e * e - m64[:, None] * d * d
 
     step = torch.where(present, m64 / n_new.clamp(min=1), 0.0)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from . import _dispatch
 from ._inputs import as_features, as_labels
-from ._state import StatsState, clone_state, copy_into, empty_state, grow_classes, merge_into
+from ._state import StatsState, clone_state, copy_into, empty_state, grow_classes, merge_into, truncate_classes
 
 PRECISIONS = ("auto", "exact", "fast")
 VALIDATE_MODES = ("lazy", "sync")
@@ -142,15 +142,21 @@ class ClassStats:
                 )
         if x.shape[0] == 0:
             return self
+        classes_before = state.num_classes
         if not self._fixed_classes:
             self._grow_for(y)
             state = self._raw_state
-        if self._backend == "native":
-            _dispatch.native_update_(state, x, y, self._nan_policy, precision=self._precision)
-            if self._validate == "sync":
-                _dispatch.check_device_status_(state)
-        else:
-            _dispatch.reference_update_(state, x, y, self._nan_policy)
+        try:
+            if self._backend == "native":
+                _dispatch.native_update_(state, x, y, self._nan_policy, precision=self._precision)
+                if self._validate == "sync":
+                    _dispatch.check_device_status_(state)
+            else:
+                _dispatch.reference_update_(state, x, y, self._nan_policy)
+        except Exception:
+            if state.num_classes > classes_before:
+                truncate_classes(state, classes_before)  # a rejected batch adds no classes
+            raise
         return self
 
     def _update_compiled(self, features: Tensor, labels: Tensor) -> "ClassStats":
@@ -417,9 +423,15 @@ class ClassStats:
 
     def load_state_dict(self, state_dict: dict) -> "ClassStats":
         """Replaces these statistics with saved ones (moved to this object's device)."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict: expected a dict, got {type(state_dict).__name__}")
         version = state_dict.get("version")
         if version != _STATE_VERSION:
             raise ValueError(f"state_dict: version {version!r} is not supported (expected {_STATE_VERSION})")
+        required = ["dim", "num_classes", "counts", "means", "scatter", "class_scatter"]
+        missing = [key for key in required if key not in state_dict]
+        if missing:
+            raise ValueError(f"state_dict: missing {', '.join(missing)}")
         dim, k = int(state_dict["dim"]), int(state_dict["num_classes"])
         if dim != self.dim:
             raise ValueError(f"state_dict: dim {dim} does not match {self.dim}")

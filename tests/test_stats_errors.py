@@ -128,6 +128,22 @@ def test_negative_label_with_unknown_num_classes():
     assert stats.num_classes == 0
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rejected_batch_adds_no_classes_when_num_classes_grows(backend):
+    x, y = offset_data(200, 5, 2, seed=34)
+    stats = ncfast.ClassStats(None, 5, backend=backend).update(x, y)
+    before = snapshot(stats)
+    bad_x, bad_y = good_batch(rows=40, dim=5, k=6, seed=35)
+    bad_y[0] = 5
+    bad_x[7, 2] = float("nan")
+    with pytest.raises(ValueError, match="row 7"):
+        stats.update(bad_x, bad_y)
+    assert stats.num_classes == 2
+    assert_unchanged(stats, before)
+    stats.update(bad_x[8:], bad_y[8:])  # and the statistics still grow afterwards
+    assert stats.num_classes == int(bad_y[8:].max()) + 1
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -103,6 +103,24 @@ def test_load_state_dict_rejects_bad_input():
         ncfast.ClassStats(3, 4).load_state_dict(broken)
     with pytest.raises(ValueError, match="version"):
         ncfast.ClassStats(3, 4).load_state_dict(dict(saved, version=99))
+    incomplete = {key: value for key, value in saved.items() if key != "scatter"}
+    with pytest.raises(ValueError, match="state_dict: missing scatter"):
+        ncfast.ClassStats(3, 4).load_state_dict(incomplete)
+    with pytest.raises(TypeError, match="state_dict: expected a dict"):
+        ncfast.ClassStats(3, 4).load_state_dict([saved])
+
+
+def test_failed_merge_leaves_growing_statistics_unchanged():
+    x, y = offset_data(300, 4, 3, seed=26)
+    growing = ncfast.ClassStats(None, 4, per_class_diag=True).update(x, y)
+    before = {key: value.clone() if isinstance(value, torch.Tensor) else value
+              for key, value in growing.state_dict().items()}
+    wider = ncfast.ClassStats(None, 4).update(x, y + 5)
+    with pytest.raises(ValueError, match="per_class_diag"):
+        growing.merge(wider)
+    assert growing.num_classes == 3
+    for key, value in growing.state_dict().items():
+        assert torch.equal(value, before[key]) if isinstance(value, torch.Tensor) else value == before[key], key
 
 
 def test_pickle_round_trip():
