@@ -8,6 +8,7 @@ import torch
 
 import ncfast
 from ncfast import metrics
+import reference_scores
 from test_metrics_values import clustered, stats_of
 
 
@@ -73,16 +74,35 @@ def test_simplex_etf_has_zero_nc2():
         assert value == pytest.approx(0.0, abs=1e-12)
 
 
-def test_identical_class_means_raise():
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+def test_identical_class_means_raise(offset):
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((200, 3))
+    x = rng.standard_normal((200, 3)) + offset
     y = np.arange(200) % 2
-    x[y == 1] = x[y == 0]  # the two classes have the same rows, so the same mean
+    x[y == 1] = x[y == 0]  # the two classes have the same rows, so the same mean up to rounding
     s = stats_of(x, y)
     with pytest.raises(ValueError, match="nc1: all class means coincide"):
         metrics.nc1(s)
+    with pytest.raises(ValueError, match="nc1_trace: all class means coincide"):
+        metrics.nc1_trace(s)
     with pytest.raises(ValueError, match="cdnv: two classes have identical means"):
         metrics.cdnv(s)
+
+
+def test_small_but_real_mean_differences_still_score():
+    """The rounding floor must not swallow class means that differ in earnest: a separation
+    of 1e-6 on an offset of 1e3 is far above float64 rounding."""
+    rng = np.random.default_rng(41)
+    x = rng.standard_normal((400, 3)) * 1e-5 + 1e3
+    y = np.arange(400) % 2
+    x[y == 1, 0] += 1e-6
+    s = stats_of(x, y)
+    # Two classes: Sigma_B = m0 m0^T is rank one, so NC1 = m0^T Sigma_W m0 / (2 |m0|^4)
+    # (a pseudo-inverse of the D x D Sigma_B would keep its rounding-noise eigenvalues here).
+    sw, _, m = reference_scores.sigma_w_b(x, y)
+    ref = float(m[0] @ sw @ m[0]) / (2 * float(m[0] @ m[0]) ** 2)
+    assert metrics.nc1(s) == pytest.approx(ref, rel=1e-5)
+    assert np.isfinite(metrics.cdnv(s)) and np.isfinite(metrics.nc1_trace(s))
 
 
 def test_one_dimensional_features():

@@ -21,6 +21,17 @@ def present_classes(stats, what: str, *, min_classes: int = 2) -> Tensor:
     return present
 
 
+def mean_resolution(stats, present: Tensor) -> float:
+    """The smallest spread of class means the statistics can tell from rounding:
+    64 max(K, D) float64 eps times the RMS norm of the (uncentred) class means. Features with
+    a large common offset carry their means' differences in the low digits, so two classes
+    with the same rows end with centred means of about eps * |mu|, not exactly 0."""
+    means = stats._state.means[present]
+    k = max(1, means.shape[0])
+    rel = 64 * max(k, stats.dim) * torch.finfo(torch.float64).eps
+    return rel * float(means.norm()) / k**0.5
+
+
 def require_all_classes(stats, what: str) -> None:
     empty = (stats._state.counts == 0).nonzero().flatten()
     if empty.numel():

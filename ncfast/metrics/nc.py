@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._common import as_classifier, present_classes, require_all_classes, row_blocks
+from ._common import as_classifier, mean_resolution, present_classes, require_all_classes, row_blocks
 
 
 def default_rank_rtol(k: int, d: int) -> float:
@@ -29,17 +29,19 @@ def nc1(stats, rtol: Optional[float] = None) -> float:
 
     With the thin SVD M / sqrt(K) = U S V^T of the K x D centred class means,
     Sigma_B^+ = V S^-2 V^T, so NC1 = (1/K) sum_j (v_j^T Sigma_W v_j) / s_j^2 over the
-    singular values s_j > rtol * s_max (rtol: :func:`default_rank_rtol`). K counts the
-    classes that have rows. Smaller is more collapsed.
+    singular values s_j > max(rtol * s_max, r), with rtol from :func:`default_rank_rtol`
+    unless given and r the rounding floor of the means (64 max(K, D) eps times their RMS
+    norm, so that means that differ only in rounding count as coinciding). K counts the classes that have rows. Smaller is more
+    collapsed. Raises ValueError when no singular value passes (all means coincide).
     """
-    present_classes(stats, "nc1")
+    present = present_classes(stats, "nc1")
     m = stats.centred_means()
     k = m.shape[0]
+    rtol = default_rank_rtol(k, stats.dim) if rtol is None else rtol
     _, s, vh = torch.linalg.svd(m / math.sqrt(k), full_matrices=False)
-    tol = (default_rank_rtol(k, stats.dim) if rtol is None else rtol) * s[0]
-    keep = s > tol
+    keep = s > max(rtol * float(s[0]), mean_resolution(stats, present))
     if not bool(keep.any()):
-        raise ValueError("nc1: all class means coincide (Sigma_B = 0); NC1 is undefined")
+        raise ValueError("nc1: all class means coincide (Sigma_B = 0 up to rounding); NC1 is undefined")
     v = vh[keep]
     within = stats.sigma_w()
     quad = ((v @ within) * v).sum(dim=1)
@@ -47,11 +49,14 @@ def nc1(stats, rtol: Optional[float] = None) -> float:
 
 
 def nc1_trace(stats) -> float:
-    """NC1_tr = tr(Sigma_W) / tr(Sigma_B): tolerant of an ill-conditioned Sigma_B."""
-    present_classes(stats, "nc1_trace")
+    """NC1_tr = tr(Sigma_W) / tr(Sigma_B), with Papyan's class-balanced Sigma_B over the
+    classes that have rows: tolerant of an ill-conditioned Sigma_B. Raises ValueError when
+    sqrt(tr Sigma_B) is below the rounding floor of the means (see :func:`nc1`)."""
+    present = present_classes(stats, "nc1_trace")
     tr_b = float(torch.trace(stats.sigma_b()))
-    if tr_b == 0.0:
-        raise ValueError("nc1_trace: all class means coincide (tr Sigma_B = 0)")
+    floor = mean_resolution(stats, present)
+    if tr_b <= floor**2:
+        raise ValueError("nc1_trace: all class means coincide (tr Sigma_B = 0 up to rounding)")
     return float(torch.trace(stats.sigma_w())) / tr_b
 
 
@@ -126,18 +131,20 @@ def cdnv(stats) -> float:
     """Class-distance normalised variance (Galanti et al. 2022):
     mean over ordered pairs c != c' of (var_c + var_c') / (2 ||mu_c - mu_c'||^2),
     var_c = tr_c / n_c = E_{i in c} ||x_i - mu_c||^2. Uses only the per-class scatter traces.
-    Pairwise work is blocked (no K x K matrix for large K)."""
+    Pairwise work is blocked (no K x K matrix for large K). Raises ValueError when two means
+    are closer than the rounding floor of the means (see :func:`nc1`)."""
     present = present_classes(stats, "cdnv")
     mu = stats._state.means[present] - stats.global_mean
     var = stats._state.class_scatter[present] / stats._state.counts[present].to(torch.float64)
     k = mu.shape[0]
     sq = (mu * mu).sum(dim=1)
+    floor = mean_resolution(stats, present) ** 2
     total = 0.0
     for start, stop in row_blocks(k, k):
         dist2 = (sq[start:stop, None] + sq[None, :] - 2.0 * mu[start:stop] @ mu.T).clamp(min=0.0)
         rows = torch.arange(stop - start)
         dist2[rows, rows + start] = float("inf")  # the diagonal contributes 0
-        if bool((dist2 == 0).any()):
+        if bool((dist2 <= floor).any()):
             raise ValueError("cdnv: two classes have identical means; CDNV is undefined")
         total += float(((var[start:stop, None] + var[None, :]) / (2.0 * dist2)).sum())
     return total / (k * (k - 1))
