@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 
 import torch
 
 from . import _safetensors
+from ._atomic import atomic_path
 
 _TENSORS = ("counts", "means", "scatter", "class_scatter", "class_diag")
 
@@ -22,9 +24,8 @@ def save_stats(stats, path: str, extra: dict = None) -> None:
         meta["extra"] = extra
     path = os.fspath(path)
     if path.endswith(".pt"):
-        tmp = f"{path}.tmp-{os.getpid()}"
-        torch.save({"tensors": tensors, "meta": meta}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save({"tensors": tensors, "meta": meta}, tmp)
     else:
         _safetensors.save(path, tensors, {"ncfast": json.dumps(meta)})
 
@@ -36,18 +37,33 @@ def load_stats(path: str):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
+    try:
+        tensors, meta = _read_stats_file(path)
+        options = dict(meta.pop("options"))
+        extra = meta.pop("extra", {})
+        num_classes, dim = int(meta["num_classes"]), int(meta["dim"])
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable ncfast statistics file ({_reason(err)})") from None
+    options["device"] = "cpu"
+    stats = ClassStats(num_classes or None, dim, **options)
+    try:
+        stats.load_state_dict({**meta, **tensors})
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return stats, extra
+
+
+def _read_stats_file(path: str):
     if path.endswith(".pt"):
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        tensors, meta = blob["tensors"], blob["meta"]
-    else:
-        entries, metadata = _safetensors.read_header(path)
-        if "ncfast" not in metadata:
-            raise ValueError(f"{path}: not an ncfast statistics file")
-        meta = json.loads(metadata["ncfast"])
-        tensors = {name: _safetensors.read_tensor(e) for name, e in entries.items()}
-    options = dict(meta.pop("options"))
-    extra = meta.pop("extra", {})
-    options["device"] = "cpu"
-    stats = ClassStats(int(meta["num_classes"]) or None, int(meta["dim"]), **options)
-    stats.load_state_dict({**meta, **tensors})
-    return stats, extra
+        return blob["tensors"], blob["meta"]
+    entries, metadata = _safetensors.read_header(path)
+    if "ncfast" not in metadata:
+        raise ValueError("no ncfast metadata")
+    meta = json.loads(metadata["ncfast"])
+    return {name: _safetensors.read_tensor(e) for name, e in entries.items()}, meta
+
+
+def _reason(err: Exception) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"missing {text}" if isinstance(err, KeyError) else text[:200]

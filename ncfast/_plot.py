@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from ._atomic import atomic_path
 
 
 def _pyplot():
@@ -17,9 +17,8 @@ def _pyplot():
 
 
 def _save(fig, path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
 
 
 def plot_geometry(stats, path: str) -> None:

@@ -11,6 +11,8 @@ from typing import Dict, Optional
 
 import torch
 
+from ._atomic import atomic_path
+
 DTYPES = {
     "F64": torch.float64,
     "F32": torch.float32,
@@ -79,12 +81,8 @@ def save(path: str, tensors: Dict[str, torch.Tensor], metadata: Optional[dict] =
         header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
     encoded = json.dumps(header).encode()
     encoded += b" " * (-len(encoded) % 8)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(encoded)))
         f.write(encoded)
         for blob in blobs:
             f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import metrics
+from ._atomic import atomic_path, check_writable
 from .metrics.registry import HIGHER_IS_BETTER, SCORES, compute_scores
 from ._persist import load_stats, save_stats
 from .io import open_array
@@ -29,6 +30,28 @@ from .stats import ClassStats
 
 class CommandError(Exception):
     """A user error: printed as one line, exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: this PyTorch has no usable CUDA device")
+    return text
 
 
 def _parse_metrics(text: Optional[str]) -> List[str]:
@@ -50,11 +73,9 @@ def _print_table(rows: Dict[str, Optional[float]], title: str) -> None:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(payload, f, indent=2)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def _load_matrix(path: str, what: str) -> torch.Tensor:
@@ -126,13 +147,39 @@ def _stats_for(args, features_spec, labels_spec, label="", ranks: Ranks = Ranks(
     return stats, feats, labels
 
 
+def _check_outputs(args) -> None:
+    """Fails before the pass, not after it, when an output cannot be written."""
+    for option in ("json", "plot", "output", "checkpoint"):
+        path = getattr(args, option, None)
+        if path:
+            check_writable(path, "-o" if option == "output" else f"--{option}")
+
+
+def _early_classifier(args, dim: int) -> Optional[torch.Tensor]:
+    """Loads --classifier and checks its width before the pass (its rows are checked after)."""
+    if not args.classifier:
+        return None
+    classifier = _load_matrix(args.classifier, "--classifier")
+    if classifier.ndim != 2 or classifier.shape[1] != dim:
+        raise CommandError(f"--classifier: {args.classifier} has shape {tuple(classifier.shape)}, "
+                           f"expected (K, {dim}) for {dim}-dimensional features")
+    return classifier
+
+
 def cmd_score(args) -> int:
     names = _parse_metrics(args.metrics)
+    _check_outputs(args)
+    if args.stats and (args.features or args.labels):
+        raise CommandError("--stats: scores saved statistics; give it without FEATURES and LABELS")
+    if args.stats and args.bias:
+        raise CommandError("--bias: NC4 needs the features (a second pass); it cannot come from --stats")
     start = time.perf_counter()
     ranks = _start_distributed(args)
     if ranks.world > 1 and (args.stats or args.features is None):
         raise CommandError("--distributed: give FEATURES and LABELS files to share among the ranks")
     classifier = None
+    if args.features is not None:
+        _early_classifier(args, open_array(args.features, "features").shape[1])
     if args.stats:
         stats, _ = load_stats(args.stats)
         source = args.stats
@@ -147,14 +194,19 @@ def cmd_score(args) -> int:
             raise CommandError("labels: give a LABELS file after FEATURES")
         stats, feats, labels = _stats_for(args, args.features, args.labels, ranks=ranks)
         source = args.features
+    if stats.num_samples == 0:
+        raise CommandError(f"{source}: holds no rows, nothing to score")
     if args.classifier:
-        classifier = _load_matrix(args.classifier, "--classifier")
+        classifier = _early_classifier(args, stats.dim)
     scores = compute_scores(stats, names, quiet=not ranks.is_main)
     if classifier is not None:
         report = metrics.nc_report(stats, classifier=classifier)
         scores["nc3"] = report.nc3
         scores["nc2_classifier_etf"] = report.nc2_classifier.etf_distance
-        if not args.stats:
+        if args.stats:
+            print("ncfast: nc4 and ncc_accuracy need the features (a second pass); not computed from --stats",
+                  file=sys.stderr)
+        else:
             bias = _load_matrix(args.bias, "--bias") if args.bias else None
             second = metrics.NCCStats.from_stats(stats, classifier=classifier, bias=bias)
             feats_src = feats if args.features is None else open_array(args.features, "features")
@@ -187,6 +239,7 @@ def cmd_score(args) -> int:
 
 def cmd_rank(args) -> int:
     names = _parse_metrics(args.metrics)
+    _check_outputs(args)
     table: Dict[str, Dict[str, Optional[float]]] = {}
     for spec in args.models:
         name, sep, path = spec.partition("=")
@@ -209,6 +262,7 @@ def cmd_rank(args) -> int:
 
 
 def cmd_stats(args) -> int:
+    _check_outputs(args)
     ranks = _start_distributed(args)
     stats, _, _ = _stats_for(args, args.features, args.labels, ranks=ranks)
     if not ranks.is_main:
@@ -219,10 +273,14 @@ def cmd_stats(args) -> int:
 
 
 def cmd_merge(args) -> int:
+    check_writable(args.output, "-o")
     merged = None
     for path in args.inputs:
         stats, _ = load_stats(path)
-        merged = stats if merged is None else merged.merge(stats)
+        try:
+            merged = stats if merged is None else merged.merge(stats)
+        except ValueError as err:
+            raise CommandError(f"{path}: cannot merge with {args.inputs[0]}: {err}") from None
     save_stats(merged, args.output)
     print(f"wrote {args.output}: {merged.num_samples:,} rows from {len(args.inputs)} files")
     return 0
@@ -233,10 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p):
-        p.add_argument("--num-classes", type=int, default=None, help="K (default: largest label + 1)")
-        p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-        p.add_argument("--chunk-rows", type=int, default=None, help="rows per chunk (default: about 64 MiB)")
+        p.add_argument("--num-classes", type=_positive_int, default=None, help="K (default: largest label + 1)")
+        p.add_argument("--device", type=_device, default="cpu", help="cpu (default) or cuda[:i]")
+        p.add_argument("--chunk-rows", type=_positive_int, default=None,
+                       help="rows per chunk (default: about 64 MiB of features; memory holds about 4 chunks)")
         p.add_argument("--quiet", action="store_true", help="no progress line")
+
+    def checkpointing(p):
+        p.add_argument("--checkpoint", help="save the statistics here as the pass goes; rerunning the same "
+                                            "command after a crash resumes from it")
+        p.add_argument("--checkpoint-every", type=_positive_int, default=None,
+                       help="rows between checkpoints (default: every 10 chunks)")
 
     p = sub.add_parser("score", help="score one feature dump")
     p.add_argument("features", nargs="?", help=".npy, folder/glob of .npy shards, or file.safetensors[:name]")
@@ -246,8 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", help="(K, D) .npy of last-layer weights: adds NC2/NC3 and NC4 (second pass)")
     p.add_argument("--bias", help="(K,) .npy classifier bias for NC4")
     p.add_argument("--json", help="also write the scores here")
-    p.add_argument("--checkpoint", help="save progress here and resume from it after a crash")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="rows between checkpoints")
+    checkpointing(p)
     p.add_argument("--plot", help="PNG of the class-mean geometry and spectrum (needs matplotlib)")
     p.add_argument("--distributed", action="store_true",
                    help="under torchrun: each rank reads its share of the rows, statistics are all-reduced")
@@ -255,27 +319,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_score)
 
     p = sub.add_parser("rank", help="rank several models' features for one target task")
-    p.add_argument("models", nargs="+", help="NAME=FEATURES for each model")
-    p.add_argument("--labels", required=True)
-    p.add_argument("--metrics")
-    p.add_argument("--json")
+    p.add_argument("models", nargs="+", help="NAME=FEATURES for each model (features in any format of `score`)")
+    p.add_argument("--labels", required=True, help="the target task's labels, one per feature row")
+    p.add_argument("--metrics", help=f"comma list from: {', '.join(SCORES)} (default: all)")
+    p.add_argument("--json", help="also write every model's scores here")
     p.add_argument("--plot", help="PNG of the ranking (needs matplotlib)")
     common(p)
     p.set_defaults(run=cmd_rank)
 
     p = sub.add_parser("stats", help="write the statistics of a dump (.safetensors or .pt)")
-    p.add_argument("features")
-    p.add_argument("labels")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--checkpoint")
-    p.add_argument("--checkpoint-every", type=int, default=None)
+    p.add_argument("features", help=".npy, folder/glob of .npy shards, or file.safetensors[:name]")
+    p.add_argument("labels", help="labels in the same formats")
+    p.add_argument("-o", "--output", required=True, help="file to write: .pt (torch.save), otherwise safetensors")
+    checkpointing(p)
     p.add_argument("--distributed", action="store_true", help="under torchrun: rows shared among the ranks")
     common(p)
     p.set_defaults(run=cmd_stats)
 
     p = sub.add_parser("merge", help="merge statistics files (e.g. from several machines)")
-    p.add_argument("inputs", nargs="+")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("inputs", nargs="+", help="statistics files written by `ncfast stats` (.safetensors or .pt)")
+    p.add_argument("-o", "--output", required=True, help="file to write: .pt (torch.save), otherwise safetensors")
     p.set_defaults(run=cmd_merge)
     return parser
 

@@ -72,7 +72,7 @@ def accumulate(
     every = checkpoint_every or max(chunk_rows, 10 * chunk_rows)
     every = max(chunk_rows, every - every % chunk_rows)  # checkpoints fall on chunk boundaries
     bar = Progress(stop_row - first_row, label=label, enabled=progress)
-    bar.update(start - first_row)
+    bar.skip(start - first_row)
     since_save = 0
     chunks = stream(features, labels, chunk_rows=chunk_rows, start_row=start, stop_row=stop_row, device=device)
     for first, x, y in chunks:

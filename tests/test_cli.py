@@ -12,10 +12,12 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 import reference_scores as ref
 from conftest import numpy_stats, rel_err
-from ncfast import load_stats
+import ncfast
+from ncfast import load_stats, save_stats
 from ncfast.cli import main
 
 
@@ -184,6 +186,13 @@ def _bad_inputs(tmp_path):
     np.save(tmp_path / "trunc.npy", x)
     with open(tmp_path / "trunc.npy", "r+b") as f:
         f.truncate(2000)
+    np.save(tmp_path / "empty_x.npy", x[:0])
+    np.save(tmp_path / "empty_y.npy", y[:0])
+    np.save(tmp_path / "w_narrow.npy", np.ones((3, 5), np.float32))
+    (tmp_path / "garbage.pt").write_bytes(b"not a pickle" * 10)
+    torch.save({"weights": torch.ones(2)}, tmp_path / "other.pt")
+    save_stats(ncfast.ClassStats(3, 4).update(x, y), tmp_path / "d4.safetensors")
+    save_stats(ncfast.ClassStats(3, 5).update(np.ones((2, 5), np.float32), np.array([0, 1])), tmp_path / "d5.pt")
     t = tmp_path
     return {
         "missing file": (["score", t / "nope.npy", t / "y.npy"], "no such file"),
@@ -197,6 +206,16 @@ def _bad_inputs(tmp_path):
         "unknown metric": (["score", t / "x.npy", t / "y.npy", "--metrics", "nc9"], "unknown nc9"),
         "bad model spec": (["rank", "justapath.npy", "--labels", t / "y.npy"], "NAME=FEATURES"),
         "missing stats file": (["merge", t / "a.safetensors", "-o", t / "m.safetensors"], "no such file"),
+        "corrupt stats file": (["merge", t / "garbage.pt", "-o", t / "m.pt"], "not a readable ncfast statistics"),
+        "foreign .pt file": (["score", "--stats", t / "other.pt"], "other.pt: not a readable ncfast statistics"),
+        "merge of other dims": (["merge", t / "d4.safetensors", t / "d5.pt", "-o", t / "m.pt"], "d5.pt: cannot merge"),
+        "corrupt checkpoint": (["score", t / "x.npy", t / "y.npy", "--checkpoint", t / "garbage.pt"], "cannot be read"),
+        "classifier width": (["score", t / "x.npy", t / "y.npy", "--classifier", t / "w_narrow.npy"],
+                             "has shape (3, 5), expected (K, 4)"),
+        "output folder missing": (["score", t / "x.npy", t / "y.npy", "--plot", t / "no" / "g.png"],
+                                  "--plot: folder"),
+        "stats and features": (["score", t / "x.npy", t / "y.npy", "--stats", t / "d4.safetensors"], "--stats:"),
+        "empty dump": (["score", t / "empty_x.npy", t / "empty_y.npy"], "holds no rows"),
     }
 
 
@@ -213,6 +232,47 @@ def test_bad_input_one_line_exit_2_and_outputs_untouched(tmp_path):
         assert "Traceback" not in done.stderr
     assert (tmp_path / "out.json").read_text() == "previous results\n"
     assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["score", "--chunk-rows", "-5"], "--chunk-rows: must be positive, got -5"),
+        (["stats", "x.npy", "y.npy", "-o", "s.pt", "--checkpoint-every", "0"], "must be positive"),
+        (["score", "--num-classes", "two"], "expected a whole number"),
+        (["score", "--device", "gpu"], "expected cpu, cuda or cuda:N"),
+    ],
+)
+def test_bad_options_exit_2_before_any_work(args, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unwritable_output_fails_before_the_pass(dump, capsys):
+    path, _, _ = dump
+    assert main(["score", str(path / "x.npy"), str(path / "y.npy"), "--json", str(path / "no" / "s.json")]) == 2
+    printed = capsys.readouterr()
+    assert "--json: folder" in printed.err and "rows/s" not in printed.err and printed.out == ""
+
+
+def test_progress_rate_counts_only_this_runs_rows():
+    import io
+
+    from ncfast._progress import Progress
+
+    log = io.StringIO()
+    bar = Progress(1000, stream=log, log_every=0.0)
+    bar.skip(900)  # resumed from a checkpoint
+    time.sleep(0.05)
+    bar.update(100)
+    line = log.getvalue().strip().splitlines()[-1]
+    rate = float(line.split("rows  ")[1].split(" M rows/s")[0]) * 1e6
+    assert "100.0% 1,000/1,000" in line
+    assert rate < 100 / 0.05  # 100 rows in at least 50 ms, not 1000
 
 
 def test_plot_writes_png_files(dump, tmp_path):
