@@ -59,9 +59,41 @@ py::tuple update_class_stats_cpu(uintptr_t counts, uintptr_t means, uintptr_t sc
                         result.skipped_rows);
 }
 
+// The instruction-set extensions the compiler was allowed to use (from its predefined macros,
+// so the answer follows -march whatever its value was).
+py::list compiled_isa() {
+  py::list isa;
+#ifdef __SSE4_2__
+  isa.append("sse4.2");
+#endif
+#ifdef __AVX__
+  isa.append("avx");
+#endif
+#ifdef __AVX2__
+  isa.append("avx2");
+#endif
+#ifdef __FMA__
+  isa.append("fma");
+#endif
+#ifdef __F16C__
+  isa.append("f16c");
+#endif
+#ifdef __AVX512F__
+  isa.append("avx512f");
+#endif
+#ifdef __AVX512BF16__
+  isa.append("avx512bf16");
+#endif
+#ifdef __ARM_NEON
+  isa.append("neon");
+#endif
+  return isa;
+}
+
 py::dict build_info() {
   py::dict info;
   info["cxx_flags"] = std::string(NCFAST_CXX_FLAGS);
+  info["isa"] = compiled_isa();
 #ifdef _OPENMP
   info["openmp"] = true;
   info["openmp_version"] = static_cast<int>(_OPENMP);

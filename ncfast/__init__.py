@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 
 
 def build_info() -> dict:
-    """What this build of the core was compiled with: CPU flags, OpenMP, BLAS, CUDA archs."""
+    """What this build of the core was compiled with: C++ flags, the CPU instruction sets they
+    enabled (``isa``), OpenMP, the BLAS and its configuration, threads, CUDA and its archs."""
     return dict(_C.build_info())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Optional, Union
 
 import torch
@@ -23,6 +24,13 @@ def _normalise_device(device) -> torch.device:
     if device.type == "cuda" and device.index is None and torch.cuda.is_available():
         device = torch.device("cuda", torch.cuda.current_device())
     return device
+
+
+def _positive_int(value: Any, name: str, alternative: str = "") -> int:
+    """An int >= 1 from any integer type (NumPy's included), never from a bool or a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ValueError(f"{name}: expected a positive int{alternative}, got {value!r}")
+    return int(value)
 
 
 class ClassStats:
@@ -87,10 +95,9 @@ class ClassStats:
         backend: str = "auto",
         validate: str = "lazy",
     ) -> None:
-        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-            raise ValueError(f"num_classes: expected a positive int or None, got {num_classes!r}")
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim: expected a positive int, got {dim!r}")
+        if num_classes is not None:
+            num_classes = _positive_int(num_classes, "num_classes", " or None")
+        dim = _positive_int(dim, "dim")
         if precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
         if nan_policy not in _dispatch.NAN_POLICIES:

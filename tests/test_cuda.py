@@ -144,11 +144,29 @@ def test_cuda_equals_cpu_path(dtype):
     assert rel_err(gpu.class_diag, cpu.class_diag.numpy()) < 1e-6
 
 
-def test_scores_run_on_cuda_statistics():
-    x, y, _, _ = batch(3000, 32, 5, seed=7)
-    stats = ncfast.ClassStats(5, 32, device=DEVICE).update(x, y)
-    report = ncfast.nc_report(stats)
-    assert np.isfinite(report.nc1)
+def test_scores_on_cuda_statistics_equal_the_cpu_scores():
+    """Every score computed from statistics held on the GPU (float64 linear algebra there)
+    against the same statistics moved to the CPU; and the NC4 second pass on GPU batches."""
+    from ncfast import metrics
+
+    x, y, _, _ = batch(3000, 32, 5, seed=7, dtype=torch.float64)
+    gpu = ncfast.ClassStats(5, 32, device=DEVICE, per_class_diag=True).update(x, y)
+    cpu = gpu.to("cpu")
+    assert cpu.device.type == "cpu"
+    scalar_scores = {
+        "nc1": metrics.nc1, "nc1_trace": metrics.nc1_trace, "cdnv": metrics.cdnv, "logme": metrics.logme,
+        "h_score": metrics.h_score, "h_score_shrinkage": metrics.h_score_shrinkage, "gbc": metrics.gbc,
+        "rankme": metrics.rankme, "alpha_req": metrics.alpha_req,
+        "face": lambda s: metrics.face(s).score, "nc2": lambda s: metrics.nc2(s.centred_means()).etf_distance,
+    }
+    for name, score in scalar_scores.items():
+        assert score(gpu) == pytest.approx(score(cpu), rel=1e-9), name
+    assert metrics.eigenvalues(gpu).device.type == "cuda"
+    w = torch.randn(5, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    on_gpu = ncfast.NCCStats.from_stats(gpu, classifier=w.to(DEVICE)).update(x, y)
+    on_cpu = ncfast.NCCStats.from_stats(cpu, classifier=w).update(x.cpu(), y.cpu())
+    assert (on_gpu.nc4, on_gpu.ncc_accuracy) == (on_cpu.nc4, on_cpu.ncc_accuracy)
+    assert metrics.nc3(gpu, w.to(DEVICE)) == pytest.approx(metrics.nc3(cpu, w), rel=1e-9)
 
 
 # ------------------------------------------------------------------------------ every element written

@@ -146,6 +146,47 @@ def test_spectrum():
     close(metrics.alpha_req(s), -slope, 1e-9)
 
 
+@pytest.mark.parametrize("which", ["within", "between"])
+def test_eigenvalues_of_within_and_between(which):
+    x, y = clustered(rows=3000, dim=9, classes=5, seed=8, offset=50.0)
+    s = stats_of(x, y)
+    sw, sb, _ = ref.sigma_w_b(x, y)
+    want = np.sort(np.linalg.eigvalsh(sw if which == "within" else sb))[::-1].clip(min=0.0)
+    np.testing.assert_allclose(metrics.eigenvalues(s, which).numpy(), want, rtol=1e-9, atol=1e-12 * want[0])
+
+
+def test_gbc_on_pca_features_by_a_second_pass():
+    from sklearn import datasets
+
+    data = datasets.load_digits()
+    x, y = data.data.astype(np.float64), data.target
+    first = stats_of(x, y)
+    origin, basis = metrics.pca_basis(first, 12)
+    second = ncfast.ClassStats(10, 12, per_class_diag=True)
+    for start in range(0, len(y), 500):  # the second pass, chunk by chunk
+        rows = torch.from_numpy(x[start : start + 500])
+        second.update((rows - origin) @ basis, torch.from_numpy(y[start : start + 500]))
+    _, vecs = np.linalg.eigh(np.cov(x, rowvar=False, bias=True))
+    projected = (x - x.mean(axis=0)) @ vecs[:, ::-1][:, :12]  # eigenvector signs do not change GBC
+    close(metrics.gbc(second), ref.gbc(projected, y), 1e-8)
+    with pytest.raises(ValueError, match="components"):
+        metrics.pca_basis(first, 65)
+
+
+def test_ncc_stats_rejects_bad_rows_and_counts_nothing():
+    x, y = clustered(rows=200, seed=9)
+    second = ncfast.NCCStats.from_stats(stats_of(x, y))
+    bad_y = y.copy()
+    bad_y[17] = 6
+    with pytest.raises(ValueError, match=r"labels: value 6 at row 17 is outside \[0, 6\)"):
+        second.update(x, bad_y)
+    bad_x = x.copy()
+    bad_x[42, 3] = np.nan
+    with pytest.raises(ValueError, match="features: row 42 holds NaN or Inf"):
+        second.update(bad_x, y)
+    assert second.num_samples == 0 and second.ncc_correct == 0
+
+
 def test_leep_and_nce():
     rng = np.random.default_rng(6)
     logits = rng.standard_normal((500, 7)) * 2

@@ -148,6 +148,8 @@ def test_rejected_batch_adds_no_classes_when_num_classes_grows(backend):
     "kwargs, match",
     [
         ({"num_classes": 0, "dim": 3}, "num_classes"),
+        ({"num_classes": True, "dim": 3}, "num_classes: expected a positive int or None, got True"),
+        ({"num_classes": 3, "dim": 2.0}, "dim: expected a positive int, got 2.0"),
         ({"num_classes": 2, "dim": 0}, "dim"),
         ({"num_classes": 2, "dim": 3, "precision": "bogus"}, "precision"),
         ({"num_classes": 2, "dim": 3, "nan_policy": "ignore"}, "nan_policy"),

@@ -43,8 +43,9 @@ def test_float32_offset_data_within_1e6():
     assert rel_err(stats.sigma_w(), exp.scatter / len(y)) < 1e-6
 
 
-def test_derived_matrices():
-    x, y = offset_data(3000, 20, 6, seed=2, offset=5.0)
+@pytest.mark.parametrize("offset", [5.0, 1e3])
+def test_derived_matrices(offset):
+    x, y = offset_data(3000, 20, 6, seed=2, offset=offset)
     exp = numpy_stats(x, y, 6)
     stats = ncfast.ClassStats(6, 20).update(x, y)
     n = len(y)

@@ -80,7 +80,7 @@ class NC2:
 def nc2(vectors: Tensor) -> NC2:
     """NC2 of the rows of `vectors` (K x D, K >= 2). K x K work is done in row blocks."""
     a = torch.as_tensor(vectors).to(torch.float64)
-    k = a.shape[0]
+    k = a.shape[0] if a.ndim else 0
     if a.ndim != 2 or k < 2:
         raise ValueError(f"vectors: expected a (K, D) matrix with K >= 2, got shape {tuple(a.shape)}")
     norms = a.norm(dim=1)

@@ -88,14 +88,23 @@ class NCCStats:
 
     def update(self, features: Any, labels: Any = None) -> "NCCStats":
         """Folds a batch in. `labels` (int32/int64 in [0, K)) are needed for the accuracies,
-        not for NC4."""
+        not for NC4. Raises ValueError, counting nothing, for a label out of range or a row
+        with NaN/Inf (drop such rows first, as ``nan_policy="skip"`` did in the first pass)."""
         x = as_features(features, self.dim)
         y = as_labels(labels, x.shape[0]) if labels is not None else None
         for name, t in (("features", x), ("labels", y)):
             if t is not None and t.device != self._device:
                 raise ValueError(f"{name}: on {t.device} but NCCStats is on {self._device}")
-        if y is not None and y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(f"labels: values must lie in [0, {self.num_classes})")
+        if y is not None and y.numel():
+            bad = ((y < 0) | (y >= self.num_classes)).nonzero()
+            if bad.numel():
+                row = int(bad[0, 0])
+                raise ValueError(f"labels: value {int(y[row])} at row {row} is outside [0, {self.num_classes})")
+        if x.numel():
+            finite = torch.isfinite(x).all(dim=1)
+            if not bool(finite.all()):
+                row = int((~finite).nonzero()[0, 0])
+                raise ValueError(f"features: row {row} holds NaN or Inf; NCCStats counts only finite rows")
         step = max(1, _SCORE_ENTRIES // self.num_classes)
         for start in range(0, x.shape[0], step):
             chunk = x[start : start + step].to(torch.float64)

@@ -22,7 +22,9 @@ def eigenvalues(stats, which: str = "total") -> Tensor:
 
 def rankme(stats, eps: float = 1e-7) -> float:
     """RankMe (Garrido et al., ICML 2023): exp of the entropy of the normalised singular
-    values of the centred feature matrix, i.e. of sqrt(eigenvalues of Sigma_T)."""
+    values of the centred feature matrix, i.e. of sqrt(eigenvalues of Sigma_T):
+    RankMe = exp(-sum_k p_k log p_k), p_k = s_k / sum_j s_j + eps (eps as in the paper,
+    so that log 0 never occurs). Between 1 and D; higher means a richer representation."""
     sv = eigenvalues(stats).sqrt()
     total = float(sv.sum())
     if total == 0.0:
@@ -34,7 +36,8 @@ def rankme(stats, eps: float = 1e-7) -> float:
 def alpha_req(stats, *, max_rank: int = None) -> float:
     """alpha-ReQ (Agrawal et al., NeurIPS 2022): the decay exponent alpha of the eigenspectrum
     lambda_k ~ k^-alpha of Sigma_T, from a least-squares line through (log k, log lambda_k)
-    over the positive eigenvalues (the first `max_rank` of them if given)."""
+    over the eigenvalues above D * float64 eps * lambda_1 (smaller ones are rounding noise of
+    a rank-deficient Sigma_T), the first `max_rank` of them if given."""
     lam = eigenvalues(stats)
     lam = lam[lam > lam[0] * stats.dim * torch.finfo(torch.float64).eps]
     if max_rank is not None:

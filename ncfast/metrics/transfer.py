@@ -26,7 +26,15 @@ def logme(stats, *, max_iter: int = 100, tol: float = 1e-8) -> float:
     it needs of the features is in the D x D Gram F^T F = V diag(sigma) V^T and the class sums
     S_k = F^T y_k = n_k mu_k: with t = V^T S_k and u = beta t / (alpha + beta sigma) (m = V u),
     ||m||^2 = sum u^2 and ||y_k - F m||^2 = n_k - 2 t.u + sum sigma u^2. One eigendecomposition
-    serves every class. Returns the mean over classes of evidence / N (higher is better).
+    serves every class. Returns the mean over classes of evidence / N (higher is better),
+    with the evidence of class k at the fixed point
+
+        D/2 log alpha + N/2 log beta - 1/2 sum_j log(alpha + beta sigma_j)
+        - beta/2 (||y_k - F m||^2 + eps) - alpha/2 (||m||^2 + eps) - N/2 log(2 pi),
+
+    eps = 1e-5 as in You et al.'s code (also added to the denominators of the alpha and
+    beta updates, alpha = gamma / (||m||^2 + eps), beta = (N - gamma) / (||y - F m||^2 + eps),
+    gamma = sum_j beta sigma_j / (alpha + beta sigma_j)).
 
     The iteration stops when alpha/beta changes by less than `tol` (relative); You et al.'s
     code stops at 1e-2 or 11 steps, so its values can differ in the later digits.
@@ -121,6 +129,7 @@ def h_score_shrinkage(stats, alpha: Union[float, str] = "oas") -> float:
     oracle-approximating coefficient from the statistics (see :func:`oas_shrinkage`)."""
     cov_f, cov_g = _feature_and_label_covariances(stats, "h_score_shrinkage")
     n, d = stats.num_samples, stats.dim
+    check_dense_decomposition(d, "h_score_shrinkage", stats.device)
     a = oas_shrinkage(stats.sigma_t(), n) if alpha == "oas" else float(alpha)
     if not 0.0 <= a <= 1.0:
         raise ValueError(f"alpha: expected a value in [0, 1] or 'oas', got {alpha!r}")
@@ -189,13 +198,15 @@ class FaCe:
     score: float
 
 
-def face(stats, *, ridge: Optional[float] = None, eps: float = 1e-12) -> FaCe:
+def face(stats, *, ridge: Optional[float] = None, eps: float = 1e-12, rtol: Optional[float] = None) -> FaCe:
     """FaCe from the statistics. The paper's code is not public: this is the documented
-    reconstruction (see :class:`FaCe`). ``ridge`` is lambda, default 1e-6 * tr(Sigma_W) / D.
+    reconstruction (see :class:`FaCe`). ``ridge`` is lambda, default 1e-6 * tr(Sigma_W) / D;
+    ``rtol`` is NC1's rank cut (:func:`ncfast.metrics.nc1`).
     Pairwise K x K work is blocked, so K = 100k classes fit in memory."""
     present = present_classes(stats, "face")
-    c = -nc1(stats)
+    c = -nc1(stats, rtol=rtol)
     d = stats.dim
+    check_dense_decomposition(d, "face", stats.device)
     within = stats.sigma_w()
     lam = 1e-6 * float(torch.trace(within)) / d if ridge is None else float(ridge)
     lam = max(lam, torch.finfo(torch.float64).tiny)
@@ -218,16 +229,17 @@ def face(stats, *, ridge: Optional[float] = None, eps: float = 1e-12) -> FaCe:
 # ---------------------------------------------------------------------------------- all
 
 
-def transferability(stats) -> dict:
+def transferability(stats, *, rtol: Optional[float] = None) -> dict:
     """Every transferability score the statistics define, as {name: float}: LogME (when
     N > D), H-score, shrinkage H-score, NC1, FaCe's C, F and S, and GBC (when per-class
-    variances are tracked). Higher is better for all but nc1."""
+    variances are tracked). Higher is better for all but nc1. ``rtol``: NC1's rank cut.
+    LEEP and NCE need source-model probabilities, not features: see :class:`JointStats`."""
     out = {}
     if stats.num_samples > stats.dim:
         out["logme"] = logme(stats)
     out["h_score"] = h_score(stats)
     out["h_score_shrinkage"] = h_score_shrinkage(stats)
-    f = face(stats)
+    f = face(stats, rtol=rtol)
     out["nc1"] = -f.variance_collapse
     out["face_c"], out["face_f"], out["face"] = f.variance_collapse, f.class_fairness, f.score
     if stats.per_class_diag:
