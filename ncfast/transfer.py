@@ -24,7 +24,7 @@ from . import metrics
 from ._batches import labelled_batches, module_device, read_labels
 from ._inputs import to_tensor
 from .metrics.registry import HIGHER_IS_BETTER, SCORES
-from .io import open_array
+from .io import open_array, stream
 from .nn._pool import Pool, check_pool, pool_rows
 from .pipeline import accumulate
 from .stats import ClassStats
@@ -43,6 +43,11 @@ _SCORE_FUNCTIONS: Dict[str, Callable[[ClassStats], float]] = {
     "gbc": metrics.gbc,
     "rankme": metrics.rankme,
 }
+
+
+# Scores that need each model's source classifier (rank_models' `source_heads`), not its features'
+# statistics alone. Higher is better for both.
+SOURCE_SCORES = ("leep", "nce")
 
 
 def score_stats(stats: ClassStats, names: Sequence[str] = SCORES) -> Tuple[Dict[str, Optional[float]], Dict[str, str]]:
@@ -216,6 +221,7 @@ def rank_models(
     *,
     num_classes: Optional[int] = None,
     scores: Optional[Sequence[str]] = None,
+    source_heads: Optional[Mapping[str, Any]] = None,
     batch_size: int = 256,
     pool: Pool = "avg",
     progress: bool = False,
@@ -238,16 +244,33 @@ def rank_models(
     num_classes : int, optional
         K; default: largest label + 1.
     scores : names, optional
-        A subset of :data:`ncfast.cli.SCORES` (default: all).
+        A subset of :data:`ncfast.metrics.registry.SCORES` and :data:`SOURCE_SCORES`
+        (default: all of the first, plus LEEP and NCE when `source_heads` is given).
+    source_heads : {name: head or probabilities}, optional
+        Each model's source-task classifier, for LEEP (Nguyen et al. 2020) and NCE (Tran et
+        al. 2019): a callable (e.g. the trained ``nn.Linear``) mapping that model's pooled
+        target features (B, D) to source-class logits (B, K_s), softmaxed here; or the
+        target set's source-class probabilities themselves, (N, K_s) tensor/array/path. The
+        (N, K_s) float32 probabilities are kept for LEEP's second pass. Models left out get
+        None for LEEP and NCE, with a note.
 
     Every ClassStats keeps per-class diagonals (for GBC). Returns a :class:`ModelRanking`.
     """
     if not isinstance(models, Mapping) or not models:
         raise ValueError("models: expected a non-empty {name: extractor} mapping")
-    names = list(SCORES if scores is None else scores)
-    unknown = [n for n in names if n not in _SCORE_FUNCTIONS]
+    source_heads = dict(source_heads or {})
+    if scores is None:
+        names = list(SCORES) + (list(SOURCE_SCORES) if source_heads else [])
+    else:
+        names = list(scores)
+    unknown = [n for n in names if n not in _SCORE_FUNCTIONS and n not in SOURCE_SCORES]
     if unknown:
-        raise ValueError(f"scores: unknown {unknown} (choose from {', '.join(SCORES)})")
+        raise ValueError(f"scores: unknown {unknown} (choose from {', '.join(SCORES + SOURCE_SCORES)})")
+    strangers = sorted(set(source_heads) - set(models))
+    if strangers:
+        raise ValueError(f"source_heads: no model named {strangers}")
+    if any(n in SOURCE_SCORES for n in names) and not source_heads:
+        raise ValueError("scores: leep and nce need source_heads (each model's source classifier)")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     check_pool(pool)
@@ -259,14 +282,26 @@ def rank_models(
         raise ValueError(f"target_inputs: needed to run models {callables}")
     if len(callables) > 1 and iter(target_inputs) is target_inputs:
         raise ValueError("target_inputs: an iterator can be read only once; pass a tensor, array, list or DataLoader")
-    result = ModelRanking(scores={}, higher_is_better={n: HIGHER_IS_BETTER[n] for n in names})
+    higher = {n: HIGHER_IS_BETTER.get(n, True) for n in names}  # LEEP and NCE: higher is better
+    result = ModelRanking(scores={}, higher_is_better=higher)
+    wants_source = [n for n in names if n in SOURCE_SCORES]
     for name, extractor in models.items():
         start = time.perf_counter()
+        head = source_heads.get(name) if wants_source else None
+        predictions = _SourcePredictions(name, head) if head is not None else None
         if _is_callable(extractor):
-            stats = _stats_from_callable(name, extractor, target_inputs, labels, num_classes, batch_size, pool)
+            stats = _stats_from_callable(name, extractor, target_inputs, labels, num_classes, batch_size, pool,
+                                         predictions)
         else:
-            stats = _stats_from_features(name, extractor, labels, num_classes, progress)
-        values, notes = score_stats(stats, names)
+            stats = _stats_from_features(name, extractor, labels, num_classes, progress, predictions)
+        values, notes = score_stats(stats, [n for n in names if n not in SOURCE_SCORES])
+        if wants_source:
+            if predictions is None:
+                values.update({n: None for n in wants_source})
+                notes.update({n: "no source head given" for n in wants_source})
+            else:
+                values.update(predictions.scores(stats.num_classes, wants_source))
+        values = {n: values[n] for n in names}
         result.scores[name] = values
         result.dims[name] = stats.dim
         result.num_samples[name] = stats.num_samples
@@ -280,7 +315,8 @@ def _is_callable(extractor: Any) -> bool:
     return callable(extractor) and not isinstance(extractor, (Tensor, np.ndarray, str, os.PathLike))
 
 
-def _stats_from_callable(name, extractor, inputs, labels, num_classes, batch_size, pool) -> ClassStats:
+def _stats_from_callable(name, extractor, inputs, labels, num_classes, batch_size, pool,
+                         predictions: Optional["_SourcePredictions"] = None) -> ClassStats:
     is_module = isinstance(extractor, nn.Module)
     device = module_device(extractor) if is_module else None
     was_training = extractor.training if is_module else False
@@ -303,6 +339,8 @@ def _stats_from_callable(name, extractor, inputs, labels, num_classes, batch_siz
                     stats.update(rows, y.to(rows.device))
                 except (ValueError, TypeError) as err:
                     raise type(err)(f"models[{name!r}]: {err}") from err
+                if predictions is not None:
+                    predictions.add_features(rows, y)
     finally:
         if is_module:
             extractor.train(was_training)
@@ -311,7 +349,8 @@ def _stats_from_callable(name, extractor, inputs, labels, num_classes, batch_siz
     return stats
 
 
-def _stats_from_features(name, features, labels, num_classes, progress) -> ClassStats:
+def _stats_from_features(name, features, labels, num_classes, progress,
+                         predictions: Optional["_SourcePredictions"] = None) -> ClassStats:
     if labels is None:
         raise ValueError(f"target_labels: needed with the precomputed features of model {name!r}")
     feats = open_array(features, f"models[{name!r}]")
@@ -319,5 +358,66 @@ def _stats_from_features(name, features, labels, num_classes, progress) -> Class
         raise ValueError(f"models[{name!r}]: expected (N, D) features, got shape {feats.shape}")
     if feats.rows != labels.shape[0]:
         raise ValueError(f"models[{name!r}]: {feats.rows} feature rows for {labels.shape[0]} target labels")
-    return accumulate(feats, open_array(labels, "target_labels"), num_classes=num_classes, per_class_diag=True,
-                      progress=progress, label=name)
+    label_source = open_array(labels, "target_labels")
+    stats = accumulate(feats, label_source, num_classes=num_classes, per_class_diag=True,
+                       progress=progress, label=name)
+    if predictions is not None and predictions.needs_features:
+        # the head needs the features again: a second read of the dump, in chunks
+        for _, x, y in stream(feats, label_source, chunk_rows=1 << 14):
+            predictions.add_features(x, y)
+    elif predictions is not None:
+        predictions.load_probabilities(labels)
+    return stats
+
+
+class _SourcePredictions:
+    """One model's source-class probabilities on the target rows, kept (float32, CPU) for
+    LEEP's second pass; NCE comes from the streamed joint table."""
+
+    def __init__(self, model: str, head: Any) -> None:
+        self.model = model
+        self.head = head
+        self.needs_features = _is_callable(head)
+        self.chunks: List[Tuple[Tensor, Tensor]] = []
+        self._labels: List[Tensor] = []  # target labels in pass order, for given probabilities
+
+    def _what(self) -> str:
+        return f"source_heads[{self.model!r}]"
+
+    def add_features(self, rows: Tensor, labels: Tensor) -> None:
+        if not self.needs_features:  # probabilities given: only the labels' order is needed
+            self._labels.append(labels.cpu())
+            return
+        with torch.no_grad():
+            logits = self.head(rows)
+        if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != rows.shape[0]:
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(f"{self._what()}: expected (B, K_source) logits for {rows.shape[0]} rows, got {shape}")
+        probs = torch.softmax(logits.detach().to(torch.float64), dim=1).to(torch.float32)
+        self.chunks.append((probs.cpu(), labels.cpu()))
+
+    def load_probabilities(self, labels: Tensor) -> None:
+        source = open_array(self.head, self._what())
+        if len(source.shape) != 2 or source.rows != labels.shape[0]:
+            raise ValueError(f"{self._what()}: expected ({labels.shape[0]}, K_source) probabilities, "
+                             f"got shape {tuple(source.shape)}")
+        for start in range(0, source.rows, 1 << 14):
+            probs = source.read(start, min(source.rows, start + (1 << 14))).to(torch.float64)
+            if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()) or \
+                    bool(((probs.sum(dim=1) - 1.0).abs() > 1e-3).any()):
+                raise ValueError(f"{self._what()}: rows must be probabilities (non-negative, summing to 1); "
+                                 "pass logits through a softmax, or give the head itself")
+            self.chunks.append((probs.to(torch.float32), labels[start : start + probs.shape[0]].cpu()))
+
+    def scores(self, num_target: int, names: Sequence[str]) -> Dict[str, float]:
+        if not self.chunks:
+            self.load_probabilities(torch.cat(self._labels) if self._labels else torch.zeros(0, dtype=torch.int64))
+        num_source = self.chunks[0][0].shape[1]
+        joint = metrics.JointStats(num_source, num_target)
+        for probs, y in self.chunks:
+            joint.update(probs, y)
+        second = joint.leep_pass()
+        for probs, y in self.chunks:
+            second.update(probs, y)
+        out = {"leep": second.value, "nce": joint.nce()}
+        return {n: out[n] for n in names}

@@ -210,3 +210,46 @@ def test_errors_name_the_argument():
         rank_models({"a": feats}, target_labels=y).ranking("acc")
     with pytest.raises(ValueError, match="truth: no value"):
         rank_models({"a": feats}, target_labels=y).correlation({})
+
+
+# ---------------------------------------------------------------------------------- LEEP and NCE
+
+
+def test_source_heads_add_leep_and_nce(tmp_path):
+    import reference_scores as ref
+
+    x, y = target(rows=500, seed=7)
+    trunk = nn.Sequential(nn.Linear(12, 6), nn.Tanh())
+    head = nn.Linear(6, 5)  # a 5-class source classifier
+    torch.manual_seed(0)
+    for p in list(trunk.parameters()) + list(head.parameters()):
+        nn.init.normal_(p, std=0.8)
+    with torch.no_grad():
+        probs = torch.softmax(head(trunk(x)).double(), dim=1).float()
+    np.save(tmp_path / "probs.npy", probs.numpy())
+    np.save(tmp_path / "feats.npy", trunk(x).detach().numpy())
+    models = {"net": trunk, "dump": str(tmp_path / "feats.npy"), "given": trunk, "bare": trunk}
+    heads = {"net": head, "dump": head, "given": str(tmp_path / "probs.npy")}
+    ranking = rank_models(models, x, y, source_heads=heads, batch_size=64)
+    p64, y_np = probs.double().numpy(), y.numpy()
+    want_leep = ref.leep(p64, y_np, K)
+    want_nce = ref.nce(p64.argmax(axis=1), y_np, 5, K)
+    for name in ("net", "dump", "given"):
+        assert ranking.scores[name]["leep"] == pytest.approx(want_leep, rel=1e-6), name
+        assert ranking.scores[name]["nce"] == pytest.approx(want_nce, rel=1e-6), name
+    assert ranking.scores["bare"]["leep"] is None and "no source head" in ranking.notes["bare"]["leep"]
+    assert ranking.higher_is_better["leep"] and ranking.higher_is_better["nce"]
+    assert ranking.scores["net"]["logme"] == pytest.approx(ranking.scores["bare"]["logme"])
+
+
+def test_source_head_errors():
+    x, y = target()
+    trunk = nn.Linear(12, 6)
+    with pytest.raises(ValueError, match="source_heads: no model named"):
+        rank_models({"a": trunk}, x, y, source_heads={"b": nn.Linear(6, 3)})
+    with pytest.raises(ValueError, match="leep and nce need source_heads"):
+        rank_models({"a": trunk}, x, y, scores=["leep"])
+    with pytest.raises(ValueError, match="rows must be probabilities"):
+        rank_models({"a": x.numpy()}, target_labels=y, source_heads={"a": np.ones((len(y), 3), np.float32)})
+    with pytest.raises(ValueError, match=r"source_heads\['a'\]: expected \(B, K_source\) logits"):
+        rank_models({"a": trunk}, x, y, source_heads={"a": lambda f: f.sum(dim=1)})
