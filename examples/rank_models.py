@@ -5,7 +5,7 @@ kind of images), split in half: target-train (scores, probe and fine-tuning data
 target-test (accuracy). A zoo of small networks that differ in width, depth, loss (cross-
 entropy, label smoothing, MSE), source-data subset and training length is trained on the
 source; then, as in You et al. (LogME) and the later papers, each model's scores on the
-target-train features are compared with its measured transfer accuracy (a linear probe, and
+target-train features (and, for LEEP and NCE, its source head's predictions on them) are compared with its measured transfer accuracy (a linear probe, and
 a short full fine-tuning averaged over seeds) by Kendall's tau and the weighted tau.
 
     python examples/rank_models.py             # about 70 s on one CPU core
@@ -169,7 +169,7 @@ def run_once(seed: int, quick: bool, verbose: bool) -> dict:
     xs, ys, xtr, ytr, xte, yte = digits_split(seed)
     if verbose:
         print(f"source: {len(ys)} images of digits 0-4; target: digits 5-9, {len(ytr)} train / {len(yte)} test")
-    trunks, source_acc = {}, {}
+    trunks, heads, source_acc = {}, {}, {}
     for i, spec in enumerate(ZOO):
         torch.manual_seed(1000 * seed + i)
         gen = torch.Generator().manual_seed(1000 * seed + i)
@@ -179,10 +179,11 @@ def run_once(seed: int, quick: bool, verbose: bool) -> dict:
         head = train(trunk, xs[keep], ys[keep], 5, epochs=epochs, loss=spec.loss, seed=1000 * seed + i)
         source_acc[spec.name] = accuracy(nn.Sequential(trunk, head), xs, ys)
         trunks[spec.name] = trunk.eval()
+        heads[spec.name] = head.eval()  # the source classifier, for LEEP and NCE
     train_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    ranking = rank_models(trunks, xtr, ytr, batch_size=256)
+    ranking = rank_models(trunks, xtr, ytr, source_heads=heads, batch_size=256)
     score_s = time.perf_counter() - t1
 
     t2 = time.perf_counter()

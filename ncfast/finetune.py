@@ -133,6 +133,8 @@ def count_parameters(model: nn.Module) -> ParamCount:
 def freeze_all_but(model: nn.Module, *trainable: str) -> ParamCount:
     """Sets requires_grad=False on every parameter except those of the named submodules
     (names from ``model.named_modules()``), which get requires_grad=True. Returns the count.
+    Name the head too when it should train with the chosen block:
+    ``freeze_all_but(model, choose_layer(profile), "fc")``.
 
     Frozen BatchNorm layers still update their running statistics in train mode; put them in
     eval mode after ``model.train()`` if they should stay fixed."""

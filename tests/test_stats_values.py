@@ -205,3 +205,32 @@ def test_every_finite_16bit_value_widens_exactly(dtype, dim):
     y = torch.arange(rows)  # one row per class: each class mean is the widened row itself
     stats = ncfast.ClassStats(rows, dim).update(x, y)
     np.testing.assert_array_equal(stats.means.numpy(), x.double().numpy())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_blocks_of_seen_and_new_classes_with_skipped_rows(dtype):
+    """Blocks whose classes all have rows take the one-pass path (centre on the running mean,
+    sum z); blocks with a new class take the separate passes. Both, interleaved, with NaN/Inf
+    rows dropped under nan_policy="skip", against float64 NumPy on the kept rows."""
+    from ncfast import _dispatch
+
+    x, y = offset_data(5000, 24, 7, seed=9)
+    y = np.where(np.arange(5000) < 2500, y % 5, y)  # classes 5 and 6 first appear in row 2500+
+    xt = torch.from_numpy(x).to(dtype)
+    bad = [3, 700, 701, 2600, 4999]
+    for r in bad:
+        xt[r, r % 24] = float("nan") if r % 2 else float("inf")
+    keep = np.ones(5000, dtype=bool)
+    keep[bad] = False
+    stats = ncfast.ClassStats(7, 24, per_class_diag=True, nan_policy="skip")
+    _dispatch.native_update_(stats._state, xt[:100], torch.from_numpy(y[:100]), "skip", block_rows=100)
+    _dispatch.native_update_(stats._state, xt[100:], torch.from_numpy(y[100:]), "skip", block_rows=97)
+    seen = xt.double().numpy()[keep]
+    exp = numpy_stats(seen, y[keep], 7)
+    tol = 1e-10 if dtype == torch.float64 else 1e-6
+    assert stats.skipped_rows == len(bad)
+    assert np.array_equal(stats.counts.numpy(), exp.counts)
+    assert rel_err(stats.means, exp.means) < 1e-12
+    assert rel_err(stats.within_scatter, exp.scatter) < tol
+    assert rel_err(stats.class_scatter, exp.class_scatter) < tol
+    assert rel_err(stats.class_diag, exp.class_diag) < tol

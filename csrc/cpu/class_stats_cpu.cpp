@@ -9,6 +9,9 @@
 //   6. update n_c, mu_c, tr_c and (optionally) q_c with the same correction on their diagonals.
 // The block (about 8 MiB) stays in cache across these passes, so the input is read from memory
 // once. Errors are found in steps 1-2, before the block changes anything.
+// When every class of the block has been seen before (the common case after the first
+// blocks), the shift is the running mean, known up front, and steps 2-4 are one pass: each row
+// is checked, centred and added to its class's sum of z while it is in L1.
 #include "class_stats_cpu.h"
 
 #include <algorithm>
@@ -27,6 +30,10 @@ namespace {
 constexpr int64_t kTargetBlockBytes = int64_t{8} << 20;
 constexpr int64_t kMinBlockRows = 256;
 constexpr int64_t kMaxBlockRows = int64_t{1} << 16;
+// The fused pass keeps one float64 (slots x dim) sum per row slab; above this many entries in
+// all, the separate passes (which need no such buffers) are used instead.
+constexpr int64_t kMaxFusedSumEntries = int64_t{1} << 18;
+constexpr int64_t kFusedSlabRows = 1024;
 
 int64_t element_size(DType dtype) {
   switch (dtype) {
@@ -146,6 +153,7 @@ struct BlockScratch {
   std::vector<Acc> correction;        // rows sqrt(m_c^2 / n'_c) d_c
   std::vector<float> gram;            // float32 G of the block before it joins the float64 W
   std::vector<int64_t> slot_class;    // slot -> class
+  std::vector<double> slab_sums;      // fused pass: per row slab, per slot sum of z
 };
 
 template <typename In>
@@ -172,13 +180,17 @@ class BlockUpdater {
       const int64_t b = std::min(block_rows_, rows - r0);
       const In* x = static_cast<const In*>(batch_.features) + r0 * batch_.row_stride;
       UpdateResult check = assign_slots(r0, b);
-      if (check.status == UpdateStatus::kOk) check = flag_nonfinite_rows(x, r0, b);
+      const bool fused = check.status == UpdateStatus::kOk && can_fuse(b);
+      if (check.status == UpdateStatus::kOk) {
+        if (fused) centre_seen_classes(x, b);
+        check = count_nonfinite_rows(r0, b, fused ? nullptr : x);
+      }
       if (check.status != UpdateStatus::kOk) {
         journal.restore();
         return check;
       }
       result.skipped_rows += check.skipped_rows;
-      fold_block(x, b, journal);
+      fold_block(x, b, journal, fused);
     }
     symmetrize_from_upper(s_.scatter, s_.dim);
     return result;
@@ -209,13 +221,16 @@ class BlockUpdater {
     return {};
   }
 
-  // Step 2: rows holding NaN/Inf are an error, or dropped and counted.
-  UpdateResult flag_nonfinite_rows(const In* x, int64_t r0, int64_t b) {
+  // Step 2: rows holding NaN/Inf are an error, or dropped and counted. `x` null: the keep
+  // flags were already set by the fused pass.
+  UpdateResult count_nonfinite_rows(int64_t r0, int64_t b, const In* x) {
     const int64_t stride = batch_.row_stride;
     const int64_t dim = s_.dim;
     uint8_t* keep = w_.keep.data();
+    if (x) {
 #pragma omp parallel for schedule(dynamic, 256)
-    for (int64_t i = 0; i < b; ++i) keep[i] = row_is_finite(x + i * stride, dim) ? 1 : 0;
+      for (int64_t i = 0; i < b; ++i) keep[i] = row_is_finite(x + i * stride, dim) ? 1 : 0;
+    }
     UpdateResult result;
     for (int64_t i = 0; i < b; ++i) {
       if (keep[i]) continue;
@@ -229,14 +244,97 @@ class BlockUpdater {
     return result;
   }
 
-  void fold_block(const In* x, int64_t b, Journal& journal) {
+  void fold_block(const In* x, int64_t b, Journal& journal, bool fused) {
     const int64_t num_slots = static_cast<int64_t>(w_.slot_class.size());
-    class_means(x, b, num_slots);
-    choose_shifts(num_slots);
-    centre_rows(x, b);
+    if (fused) {
+      seen_class_means(b, num_slots);
+    } else {
+      class_means(x, b, num_slots);
+      choose_shifts(num_slots);
+      centre_rows(x, b);
+    }
     accumulate_gram(b, num_slots);
     if (s_.class_diag) class_squares(b, num_slots);
     update_classes(b, num_slots, journal);
+  }
+
+  // The fused pass applies when every class of the block has rows already (its shift is its
+  // running mean) and the per-slab sums stay small.
+  bool can_fuse(int64_t b) const {
+    const int64_t num_slots = static_cast<int64_t>(w_.slot_class.size());
+    for (int64_t c : w_.slot_class) {
+      if (s_.counts[c] == 0) return false;
+    }
+    const int64_t slabs = (b + kFusedSlabRows - 1) / kFusedSlabRows;
+    return slabs * num_slots * s_.dim <= kMaxFusedSumEntries;
+  }
+
+  // Steps 2-4 fused: keep flag, z = x - mu_c (rounded once from float64), ||z||^2, and per row
+  // slab the float64 sum of z per slot. Slabs are fixed row ranges summed in slab order later,
+  // so the result does not depend on which thread ran which slab. Non-finite rows become
+  // zero rows and join no sum.
+  void centre_seen_classes(const In* x, int64_t b) {
+    const int64_t dim = s_.dim;
+    const int64_t stride = batch_.row_stride;
+    const int64_t num_slots = static_cast<int64_t>(w_.slot_class.size());
+    const int64_t slabs = (b + kFusedSlabRows - 1) / kFusedSlabRows;
+    w_.slab_sums.assign(static_cast<size_t>(slabs * num_slots * dim), 0.0);
+    for (int64_t slot = 0; slot < num_slots; ++slot) w_.shift[slot] = s_.means + w_.slot_class[slot] * dim;
+#pragma omp parallel
+    {
+      RowLoader<In> loader(dim);
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t slab = 0; slab < slabs; ++slab) {
+        double* sums = w_.slab_sums.data() + slab * num_slots * dim;
+        const int64_t end = std::min(b, (slab + 1) * kFusedSlabRows);
+        for (int64_t i = slab * kFusedSlabRows; i < end; ++i) {
+          Acc* z = w_.centred.data() + i * dim;
+          const In* in = x + i * stride;
+          if (!row_is_finite(in, dim)) {
+            w_.keep[i] = 0;
+            std::fill_n(z, dim, Acc(0));
+            w_.row_norm2[i] = 0.0;
+            continue;
+          }
+          w_.keep[i] = 1;
+          const Widened<In>* row = loader.load(in, dim);
+          const int32_t slot = w_.row_slot[i];
+          const double* shift = w_.shift[slot];
+          double* sum = sums + static_cast<int64_t>(slot) * dim;
+          double norm2 = 0.0;
+#pragma omp simd reduction(+ : norm2)
+          for (int64_t j = 0; j < dim; ++j) {
+            const double v = static_cast<double>(row[j]) - shift[j];
+            const Acc rounded = static_cast<Acc>(v);
+            z[j] = rounded;
+            sum[j] += v;
+            norm2 += static_cast<double>(rounded) * static_cast<double>(rounded);
+          }
+          w_.row_norm2[i] = norm2;
+        }
+      }
+    }
+  }
+
+  // Step 3 after the fused pass: m_c, and the block mean mu_c + (sum of z) / m_c.
+  void seen_class_means(int64_t b, int64_t num_slots) {
+    const int64_t dim = s_.dim;
+    const int64_t slabs = (b + kFusedSlabRows - 1) / kFusedSlabRows;
+    std::fill_n(w_.slot_rows.begin(), num_slots, 0);
+    for (int64_t i = 0; i < b; ++i) w_.slot_rows[w_.row_slot[i]] += w_.keep[i];
+    for (int64_t slot = 0; slot < num_slots; ++slot) {
+      double* mean = w_.slot_mean.data() + slot * dim;
+      std::fill_n(mean, dim, 0.0);
+      for (int64_t slab = 0; slab < slabs; ++slab) {
+        const double* sum = w_.slab_sums.data() + (slab * num_slots + slot) * dim;
+        for (int64_t j = 0; j < dim; ++j) mean[j] += sum[j];
+      }
+      const int64_t m = w_.slot_rows[slot];
+      if (m == 0) continue;
+      const double inv = 1.0 / static_cast<double>(m);
+      const double* mu = w_.shift[slot];
+      for (int64_t j = 0; j < dim; ++j) mean[j] = mu[j] + mean[j] * inv;
+    }
   }
 
   // Step 3: m_c and t_c / m_c.
