@@ -8,7 +8,7 @@ source; then, as in You et al. (LogME) and the later papers, each model's scores
 target-train features (and, for LEEP and NCE, its source head's predictions on them) are compared with its measured transfer accuracy (a linear probe, and
 a short full fine-tuning averaged over seeds) by Kendall's tau and the weighted tau.
 
-    python examples/rank_models.py             # about 70 s on one CPU core
+    python examples/rank_models.py             # about a minute on one CPU core
     python examples/rank_models.py --seeds 3   # three zoos (other initialisations and split)
     python examples/rank_models.py --quick     # fewer epochs and seeds (a smoke run)
 """
@@ -233,7 +233,7 @@ def print_taus(runs) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer epochs and seeds (a smoke run)")
-    parser.add_argument("--seeds", type=int, default=1, help="repeat with this many zoo seeds (about 70 s each)")
+    parser.add_argument("--seeds", type=int, default=1, help="repeat with this many zoo seeds (about a minute each)")
     parser.add_argument("--json", help="write all numbers here")
     args = parser.parse_args()
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and kind to a shared machine

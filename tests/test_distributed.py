@@ -103,22 +103,43 @@ def test_all_reduce_needs_an_initialised_group():
         ncfast.ClassStats(2, 3).all_reduce()
 
 
+def torchrun(*args, ranks=3):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+                           "-m", "ncfast.cli", *map(str, args), "--distributed", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+
+
 def test_score_distributed_under_torchrun(tmp_path):
+    """Statistics all-reduced, and the NC4 / nearest-centre second pass with a classifier."""
     x, y = dataset()
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
+    w = np.random.default_rng(5).standard_normal((int(y.max()) + 1, x.shape[1]))
+    np.save(tmp_path / "w.npy", w)
     single = tmp_path / "single.json"
-    done = subprocess.run([sys.executable, "-m", "ncfast.cli", "score", tmp_path / "x.npy", tmp_path / "y.npy",
-                           "--metrics", "nc1,cdnv,logme,gbc", "--json", single, "--quiet"], capture_output=True, text=True)
+    common = [tmp_path / "x.npy", tmp_path / "y.npy", "--metrics", "nc1,cdnv,logme,gbc", "--classifier", tmp_path / "w.npy"]
+    done = subprocess.run([sys.executable, "-m", "ncfast.cli", "score", *map(str, common), "--json", str(single),
+                           "--quiet"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     multi = tmp_path / "multi.json"
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=3",
-                           "-m", "ncfast.cli", "score", tmp_path / "x.npy", tmp_path / "y.npy", "--distributed",
-                           "--metrics", "nc1,cdnv,logme,gbc", "--json", multi, "--quiet"],
-                          capture_output=True, text=True, timeout=300)
+    done = torchrun("score", *common, "--json", multi)
     assert done.returncode == 0, done.stderr + done.stdout
     a, b = json.loads(single.read_text()), json.loads(multi.read_text())
     assert b["rows"] == a["rows"] == ROWS and b["ranks"] == 3
+    assert {"nc4", "ncc_accuracy", "nc3"} <= set(a["scores"])
     for name, value in a["scores"].items():
         assert b["scores"][name] == pytest.approx(value, rel=1e-6), name  # float32 block Grams differ
     assert done.stdout.count("nc1") == 1  # only rank 0 prints
+
+
+def test_stats_distributed_under_torchrun_equals_one_process(tmp_path):
+    x, y = dataset()
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    done = torchrun("stats", tmp_path / "x.npy", tmp_path / "y.npy", "-o", tmp_path / "all.safetensors", ranks=2)
+    assert done.returncode == 0, done.stderr + done.stdout
+    merged, _ = ncfast.load_stats(tmp_path / "all.safetensors")
+    single = ncfast.ClassStats(None, x.shape[1]).update(x, y)
+    assert torch.equal(merged.counts, single.counts)
+    assert torch.allclose(merged.means, single.means, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(merged.within_scatter, single.within_scatter, rtol=1e-6)
