@@ -142,4 +142,4 @@ def test_stats_distributed_under_torchrun_equals_one_process(tmp_path):
     single = ncfast.ClassStats(None, x.shape[1]).update(x, y)
     assert torch.equal(merged.counts, single.counts)
     assert torch.allclose(merged.means, single.means, rtol=1e-12, atol=1e-12)
-    assert torch.allclose(merged.within_scatter, single.within_scatter, rtol=1e-6)
+    assert rel_err(merged.within_scatter, single.within_scatter.numpy()) < 1e-6  # float32 block Grams

@@ -13,7 +13,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CASES = {
     "rank_models.py": (["--quick"], ["rank correlation", "leep", "nce", "logme"]),
     "nc_finetune.py": (["--seeds", "1", "--epochs", "2"], ["block"]),
-    "vcreg_pretraining.py": (["--seeds", "1", "--epochs", "1"], ["NC1"]),
+    "vcreg_pretraining.py": (["--seeds", "1", "--epochs", "1"], ["nc1_source", "VCReg("]),
     "fewshot_soft_mask.py": (["--episodes", "5", "--shots", "5", "--features", "pixels"], ["5-shot"]),
 }
 
