@@ -8,7 +8,7 @@ fine-tuned (Li et al., arXiv 2212.12206). Compared on the same splits and seeds 
 probe (head only), full fine-tuning, the chosen block without the skip, and skip fine-tuning
 of every other block (to see where the rule's choice lands).
 
-    python examples/nc_finetune.py              # 10 labels per class, 3 seeds: about 2-3 minutes
+    python examples/nc_finetune.py              # 10 labels per class, 3 seeds: 1-1.5 minutes
     python examples/nc_finetune.py --shots 30   # more downstream labels
 """
 

@@ -12,7 +12,7 @@ spatial position) or without; its penultimate features are then frozen and
 
 are reported per seed and as mean +- std over seeds.
 
-    python examples/vcreg_pretraining.py                    # 5 seeds, a few minutes on 2 cores
+    python examples/vcreg_pretraining.py                    # 5 seeds, under a minute
     python examples/vcreg_pretraining.py --seeds 2 --epochs 10
 """
 
