@@ -207,6 +207,16 @@ def test_leep_and_nce():
     close(hard.leep(), ref.leep(onehot + 0.0, y, 4), 1e-12)
 
 
+def test_joint_stats_name_bad_labels():
+    joint = ncfast.JointStats(3, 2)
+    with pytest.raises(ValueError, match=r"source: value 3 at row 2 is outside \[0, 3\)"):
+        joint.update(np.array([0, 1, 3]), np.array([0, 1, 1]))
+    with pytest.raises(ValueError, match=r"target: value -1 at row 1 is outside \[0, 2\)"):
+        joint.update(np.array([0, 1, 2]), np.array([0, -1, 1]))
+    with pytest.raises(ValueError, match="no rows seen yet"):
+        joint.nce()
+
+
 def test_transferability_dict():
     x, y = clustered(seed=7)
     out = ncfast.transferability(stats_of(x, y))
