@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._atomic import atomic_path
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
 
@@ -25,7 +25,7 @@ def plot_geometry(stats, path: str) -> None:
     """Cosine heatmap of the centred class means, and the spectrum of Sigma_T."""
     from . import metrics
 
-    plt = _pyplot()
+    plt = pyplot()
     m = stats.centred_means()
     unit = m / m.norm(dim=1, keepdim=True).clamp(min=1e-300)
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -42,7 +42,7 @@ def plot_geometry(stats, path: str) -> None:
 
 def plot_ranking(table: dict, path: str) -> None:
     """One panel per score, models as bars."""
-    plt = _pyplot()
+    plt = pyplot()
     scores = list(next(iter(table.values())))
     fig, axes = plt.subplots(1, len(scores), figsize=(3 * len(scores), 3.5), squeeze=False)
     for ax, score in zip(axes[0], scores):

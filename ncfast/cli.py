@@ -24,6 +24,7 @@ from . import metrics
 from ._atomic import atomic_path, check_writable
 from .metrics.registry import HIGHER_IS_BETTER, SCORES, compute_scores
 from ._persist import load_stats, save_stats
+from ._progress import Progress
 from .io import open_array
 from .pipeline import accumulate
 from .stats import ClassStats
@@ -153,6 +154,10 @@ def _check_outputs(args) -> None:
         path = getattr(args, option, None)
         if path:
             check_writable(path, "-o" if option == "output" else f"--{option}")
+    if getattr(args, "plot", None):
+        from ._plot import pyplot
+
+        pyplot()  # matplotlib is an optional extra: say so now, not after the pass
 
 
 def _early_classifier(args, dim: int) -> Optional[torch.Tensor]:
@@ -214,9 +219,12 @@ def cmd_score(args) -> int:
             from .io import stream
 
             first, stop = ranks.share(feats_src.rows)
+            bar = Progress(stop - first, label="nc4 pass", enabled=not args.quiet and ranks.is_main)
             for _, x, y in stream(feats_src, labels_src, chunk_rows=1 << 16, start_row=first, stop_row=stop,
                                   device=args.device):
                 second.update(x, y)
+                bar.update(x.shape[0])
+            bar.close()
             if ranks.world > 1:
                 second.all_reduce()
             scores["nc4"] = second.nc4

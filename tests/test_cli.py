@@ -275,6 +275,16 @@ def test_progress_rate_counts_only_this_runs_rows():
     assert rate < 100 / 0.05  # 100 rows in at least 50 ms, not 1000
 
 
+def test_plot_without_matplotlib_is_one_clear_error(dump, tmp_path, monkeypatch, capsys):
+    path, _, _ = dump
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    assert main(["score", str(path / "x.npy"), str(path / "y.npy"), "--plot", str(tmp_path / "g.png"), "--quiet"]) == 2
+    printed = capsys.readouterr()
+    assert "--plot needs matplotlib: pip install 'ncfast[plot]'" in printed.err and "Traceback" not in printed.err
+    assert printed.out == ""  # refused before the pass
+    assert not (tmp_path / "g.png").exists()
+
+
 def test_plot_writes_png_files(dump, tmp_path):
     pytest.importorskip("matplotlib")
     path, x, y = dump
