@@ -146,3 +146,39 @@ def test_score_ops_on_cuda(name):
     torch.library.opcheck(op, args)
     value = op(*args)
     assert value.is_cuda and float(value) == pytest.approx(getattr(ref, name)(x, y), rel=1e-6)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_training_step_with_update_captured_in_a_cuda_graph():
+    """Forward, statistics update and backward of a whole step, captured once and replayed on
+    new batches copied into the static inputs (PyTorch's whole-network capture recipe)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).cuda()
+    stats = ncfast.ClassStats(3, 16, device="cuda")
+    step = _training_step(model, stats)
+    static_x = torch.randn(32, 10, device="cuda") + 1
+    static_y = torch.randint(0, 3, (32,), device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm-up outside the capture: scratch, plan and autograd state
+            step(static_x, static_y).backward()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step(static_x, static_y).backward()
+    seen_x, seen_y = [static_x.clone()] * 3, [static_y.clone()] * 3
+    for seed in range(4):
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        static_x.copy_(torch.randn(32, 10, device="cuda", generator=gen) + 1)
+        static_y.copy_(torch.randint(0, 3, (32,), device="cuda", generator=gen))
+        graph.replay()
+        seen_x.append(static_x.clone())
+        seen_y.append(static_y.clone())
+    with torch.no_grad():
+        h = torch.cat([model[:2](x) for x in seen_x]).double().cpu().numpy()
+    expected = numpy_stats(h, torch.cat(seen_y).cpu().numpy(), 3)
+    np.testing.assert_array_equal(stats.counts.cpu().numpy(), expected.counts)
+    assert rel_err(stats.means, expected.means) < 1e-6
+    assert rel_err(stats.within_scatter, expected.scatter) < 1e-5
