@@ -1,12 +1,16 @@
 // Two ways to split C = alpha Z^T Z + beta C (upper triangle) over threads, both handing out
 // many small tasks dynamically, so a thread that loses its core to another process (or to the
 // reader thread of a streaming pass) delays at most one task instead of half the work:
-// - small D (up to kRowSplitMaxDim): row slabs. Each slab's Z_s^T Z_s is one full-width syrk
-//   (BLAS's best shape) into its own partial, and the partials are summed in slab order
-//   (deterministic whichever thread ran which slab);
-// - large D: column panels of equal area (edges at dim * sqrt(t / P)), more panels than
-//   threads. A panel is one syrk for its diagonal block plus one gemm for the rectangle
-//   above it; no thread writes another's entries, and no scratch is needed.
+// - row slabs, whenever the rows make at least two slabs of max(kMinSlabRows, 2 D) rows. Each
+//   slab's Z_s^T Z_s is one full-width syrk (BLAS's best shape) into its own partial, and the
+//   partials are summed in slab order (deterministic whichever thread ran which slab). The
+//   slab count is a multiple of the thread count, so no thread is left with one more slab
+//   than the others (at D = 512 this measured 7% faster than the column panels). The partials
+//   take at most half the memory of Z itself (slabs <= rows / 2D);
+// - otherwise (few rows for their width): column panels of equal area (edges at
+//   dim * sqrt(t / P)), more panels than threads. A panel is one syrk for its diagonal block
+//   plus one gemm for the rectangle above it; no thread writes another's entries, and no
+//   scratch is needed.
 #include "sym_gram_cpu.h"
 
 #include <algorithm>
@@ -24,11 +28,8 @@ namespace {
 constexpr int64_t kMinPanelWidth = 32;
 // Tasks per thread: enough that a stalled thread holds back little work.
 constexpr int kTasksPerThread = 4;
-// Row slabs shorter than this make syrk calls too small.
+// Row slabs shorter than this (or than 2 D) make syrk calls too small.
 constexpr int64_t kMinSlabRows = 128;
-// Row slabs are used up to this D: above it the per-slab partials and their reduction cost
-// more than the thin column panels do.
-constexpr int64_t kRowSplitMaxDim = 320;
 // Column panels per thread for large D (wide panels keep BLAS near its peak).
 constexpr int kPanelsPerThread = 2;
 // Panel edges are rounded to this many columns so BLAS micro-kernels see aligned widths.
@@ -95,9 +96,10 @@ template <typename T>
 void sym_gram_upper_impl(const T* z, int64_t rows, int64_t dim, int64_t ld, T alpha, T beta,
                          T* c) {
   const int threads = max_threads();
-  if (threads > 1 && dim <= kRowSplitMaxDim) {
+  if (threads > 1) {
     const int64_t slab_rows = std::max<int64_t>(kMinSlabRows, 2 * dim);
-    const int64_t slabs = std::min<int64_t>(int64_t{kTasksPerThread} * threads, rows / slab_rows);
+    int64_t slabs = std::min<int64_t>(int64_t{kTasksPerThread} * threads, rows / slab_rows);
+    if (slabs > threads) slabs -= slabs % threads;
     if (slabs >= 2) {
       row_split(z, rows, dim, ld, alpha, beta, c, threads, slabs);
       return;

@@ -1,4 +1,5 @@
-// Symmetric Gram C = alpha * Z^T Z + beta * C, upper triangle only, parallel over column panels.
+// Symmetric Gram C = alpha * Z^T Z + beta * C, upper triangle only, split over threads by row
+// slabs or column panels (sym_gram_cpu.cpp says which when).
 #pragma once
 
 #include <cstdint>
