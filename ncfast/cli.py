@@ -183,8 +183,7 @@ def cmd_score(args) -> int:
     if ranks.world > 1 and (args.stats or args.features is None):
         raise CommandError("--distributed: give FEATURES and LABELS files to share among the ranks")
     classifier = None
-    if args.features is not None:
-        _early_classifier(args, open_array(args.features, "features").shape[1])
+    given = _early_classifier(args, open_array(args.features, "features").shape[1]) if args.features else None
     if args.stats:
         stats, _ = load_stats(args.stats)
         source = args.stats
@@ -202,7 +201,7 @@ def cmd_score(args) -> int:
     if stats.num_samples == 0:
         raise CommandError(f"{source}: holds no rows, nothing to score")
     if args.classifier:
-        classifier = _early_classifier(args, stats.dim)
+        classifier = given if given is not None else _early_classifier(args, stats.dim)
     scores = compute_scores(stats, names, quiet=not ranks.is_main)
     if classifier is not None:
         report = metrics.nc_report(stats, classifier=classifier)
