@@ -183,7 +183,12 @@ def cmd_score(args) -> int:
     if ranks.world > 1 and (args.stats or args.features is None):
         raise CommandError("--distributed: give FEATURES and LABELS files to share among the ranks")
     classifier = None
-    given = _early_classifier(args, open_array(args.features, "features").shape[1]) if args.features else None
+    given = None
+    if args.features and args.classifier:
+        shape = open_array(args.features, "features").shape
+        if len(shape) != 2:
+            raise CommandError(f"features: expected a 2-D (rows, dim) array in {args.features}, got shape {shape}")
+        given = _early_classifier(args, shape[1])
     if args.stats:
         stats, _ = load_stats(args.stats)
         source = args.stats

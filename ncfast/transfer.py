@@ -250,7 +250,10 @@ def rank_models(
         Each model's source-task classifier, for LEEP (Nguyen et al. 2020) and NCE (Tran et
         al. 2019): a callable (e.g. the trained ``nn.Linear``) mapping that model's pooled
         target features (B, D) to source-class logits (B, K_s), softmaxed here; or the
-        target set's source-class probabilities themselves, (N, K_s) tensor/array/path. The
+        target set's source-class probabilities themselves, (N, K_s) tensor/array/path, row i
+        for the i-th target row in the order the pass reads them (with a DataLoader of
+        batches, the order it yields; do not shuffle it). Module heads run like the
+        extractors: eval mode, no grad, on their own device, training flag restored. The
         (N, K_s) float32 probabilities are kept for LEEP's second pass. Models left out get
         None for LEEP and NCE, with a note.
 
@@ -388,13 +391,27 @@ class _SourcePredictions:
         if not self.needs_features:  # probabilities given: only the labels' order is needed
             self._labels.append(labels.cpu())
             return
-        with torch.no_grad():
-            logits = self.head(rows)
+        logits = self._run_head(rows)
         if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != rows.shape[0]:
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ValueError(f"{self._what()}: expected (B, K_source) logits for {rows.shape[0]} rows, got {shape}")
         probs = torch.softmax(logits.detach().to(torch.float64), dim=1).to(torch.float32)
         self.chunks.append((probs.cpu(), labels.cpu()))
+
+    def _run_head(self, rows: Tensor) -> Any:
+        """The head on a batch of features: an nn.Module in eval mode on its own device (its
+        training flag restored after), without grad, like the extractors."""
+        if not isinstance(self.head, nn.Module):
+            with torch.no_grad():
+                return self.head(rows)
+        device = module_device(self.head)
+        was_training = self.head.training
+        try:
+            self.head.eval()
+            with torch.no_grad():
+                return self.head(rows.to(device) if device is not None else rows)
+        finally:
+            self.head.train(was_training)
 
     def load_probabilities(self, labels: Tensor) -> None:
         source = open_array(self.head, self._what())

@@ -189,6 +189,7 @@ def _bad_inputs(tmp_path):
     np.save(tmp_path / "empty_x.npy", x[:0])
     np.save(tmp_path / "empty_y.npy", y[:0])
     np.save(tmp_path / "w_narrow.npy", np.ones((3, 5), np.float32))
+    np.save(tmp_path / "x1d.npy", x[:, 0])
     (tmp_path / "garbage.pt").write_bytes(b"not a pickle" * 10)
     torch.save({"weights": torch.ones(2)}, tmp_path / "other.pt")
     save_stats(ncfast.ClassStats(3, 4).update(x, y), tmp_path / "d4.safetensors")
@@ -214,6 +215,8 @@ def _bad_inputs(tmp_path):
                              "has shape (3, 5), expected (K, 4)"),
         "output folder missing": (["score", t / "x.npy", t / "y.npy", "--plot", t / "no" / "g.png"],
                                   "--plot: folder"),
+        "1-D features": (["score", t / "x1d.npy", t / "y.npy", "--classifier", t / "w_narrow.npy"],
+                         "expected a 2-D"),
         "stats and features": (["score", t / "x.npy", t / "y.npy", "--stats", t / "d4.safetensors"], "--stats:"),
         "empty dump": (["score", t / "empty_x.npy", t / "empty_y.npy"], "holds no rows"),
     }

@@ -207,24 +207,33 @@ def test_every_finite_16bit_value_widens_exactly(dtype, dim):
     np.testing.assert_array_equal(stats.means.numpy(), x.double().numpy())
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-def test_blocks_of_seen_and_new_classes_with_skipped_rows(dtype):
+def test_blocks_of_seen_and_new_classes_with_skipped_rows(dtype, threads):
     """Blocks whose classes all have rows take the one-pass path (centre on the running mean,
-    sum z); blocks with a new class take the separate passes. Both, interleaved, with NaN/Inf
-    rows dropped under nan_policy="skip", against float64 NumPy on the kept rows."""
+    sum z; it needs a 1024-row slab per thread); blocks with a new class take the separate
+    passes. Both, interleaved, with NaN/Inf rows dropped under nan_policy="skip", against
+    float64 NumPy on the kept rows."""
     from ncfast import _dispatch
 
-    x, y = offset_data(5000, 24, 7, seed=9)
-    y = np.where(np.arange(5000) < 2500, y % 5, y)  # classes 5 and 6 first appear in row 2500+
+    rows = 12000
+    x, y = offset_data(rows, 24, 7, seed=9)
+    y = np.where(np.arange(rows) < 6000, y % 5, y)  # classes 5 and 6 first appear in row 6000+
     xt = torch.from_numpy(x).to(dtype)
-    bad = [3, 700, 701, 2600, 4999]
+    bad = [3, 700, 701, 2600, 6001, 9000, rows - 1]
     for r in bad:
         xt[r, r % 24] = float("nan") if r % 2 else float("inf")
-    keep = np.ones(5000, dtype=bool)
+    keep = np.ones(rows, dtype=bool)
     keep[bad] = False
-    stats = ncfast.ClassStats(7, 24, per_class_diag=True, nan_policy="skip")
-    _dispatch.native_update_(stats._state, xt[:100], torch.from_numpy(y[:100]), "skip", block_rows=100)
-    _dispatch.native_update_(stats._state, xt[100:], torch.from_numpy(y[100:]), "skip", block_rows=97)
+    block = 97 if threads == 1 else 1024 * threads + 3
+    saved = ncfast.get_num_threads()
+    ncfast.set_num_threads(threads)
+    try:
+        stats = ncfast.ClassStats(7, 24, per_class_diag=True, nan_policy="skip")
+        _dispatch.native_update_(stats._state, xt[:100], torch.from_numpy(y[:100]), "skip", block_rows=100)
+        _dispatch.native_update_(stats._state, xt[100:], torch.from_numpy(y[100:]), "skip", block_rows=block)
+    finally:
+        ncfast.set_num_threads(saved)
     seen = xt.double().numpy()[keep]
     exp = numpy_stats(seen, y[keep], 7)
     tol = 1e-10 if dtype == torch.float64 else 1e-6

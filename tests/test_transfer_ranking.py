@@ -242,6 +242,21 @@ def test_source_heads_add_leep_and_nce(tmp_path):
     assert ranking.scores["net"]["logme"] == pytest.approx(ranking.scores["bare"]["logme"])
 
 
+def test_module_head_runs_in_eval_mode_and_keeps_its_state():
+    x, y = target(rows=200, seed=8)
+    trunk = nn.Linear(12, 6)
+    head = nn.Sequential(nn.BatchNorm1d(6), nn.Dropout(0.5), nn.Linear(6, 3)).train()
+    with torch.no_grad():
+        head[0].running_mean.fill_(0.3)  # eval mode uses these; train mode would update them
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    first = rank_models({"a": trunk}, x, y, source_heads={"a": head}, scores=["leep", "nce"])
+    second = rank_models({"a": trunk}, x, y, source_heads={"a": head}, scores=["leep", "nce"])
+    assert first.scores == second.scores  # no dropout noise, no running-stat drift
+    assert head.training
+    for key, value in head.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
 def test_source_head_errors():
     x, y = target()
     trunk = nn.Linear(12, 6)

@@ -259,14 +259,15 @@ class BlockUpdater {
   }
 
   // The fused pass applies when every class of the block has rows already (its shift is its
-  // running mean) and the per-slab sums stay small.
+  // running mean), the per-slab sums stay small, and there is a slab for every thread (its
+  // slabs are its only parallelism; wide rows make short blocks).
   bool can_fuse(int64_t b) const {
     const int64_t num_slots = static_cast<int64_t>(w_.slot_class.size());
     for (int64_t c : w_.slot_class) {
       if (s_.counts[c] == 0) return false;
     }
     const int64_t slabs = (b + kFusedSlabRows - 1) / kFusedSlabRows;
-    return slabs * num_slots * s_.dim <= kMaxFusedSumEntries;
+    return slabs >= thread_count() && slabs * num_slots * s_.dim <= kMaxFusedSumEntries;
   }
 
   // Steps 2-4 fused: keep flag, z = x - mu_c (rounded once from float64), ||z||^2, and per row

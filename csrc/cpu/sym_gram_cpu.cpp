@@ -1,12 +1,13 @@
 // Two ways to split C = alpha Z^T Z + beta C (upper triangle) over threads, both handing out
 // many small tasks dynamically, so a thread that loses its core to another process (or to the
 // reader thread of a streaming pass) delays at most one task instead of half the work:
-// - row slabs, whenever the rows make at least two slabs of max(kMinSlabRows, 2 D) rows. Each
-//   slab's Z_s^T Z_s is one full-width syrk (BLAS's best shape) into its own partial, and the
-//   partials are summed in slab order (deterministic whichever thread ran which slab). The
-//   slab count is a multiple of the thread count, so no thread is left with one more slab
-//   than the others (at D = 512 this measured 7% faster than the column panels). The partials
-//   take at most half the memory of Z itself (slabs <= rows / 2D);
+// - row slabs, whenever the rows make at least one slab of max(kMinSlabRows, 2 D) rows per
+//   thread (for D <= kNarrowDim, at least two slabs in all). Each slab's Z_s^T Z_s is one
+//   full-width syrk (BLAS's best shape) into its own partial, and the partials are summed in
+//   slab order (deterministic whichever thread ran which slab). The slab count is a multiple
+//   of the thread count, so no thread is left with one more slab than the others (at D = 512
+//   on two threads this measured 7% faster than the column panels). The partials take at
+//   most half the memory of Z itself (slabs <= rows / 2D);
 // - otherwise (few rows for their width): column panels of equal area (edges at
 //   dim * sqrt(t / P)), more panels than threads. A panel is one syrk for its diagonal block
 //   plus one gemm for the rectangle above it; no thread writes another's entries, and no
@@ -15,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "parallel.h"
@@ -30,6 +32,8 @@ constexpr int64_t kMinPanelWidth = 32;
 constexpr int kTasksPerThread = 4;
 // Row slabs shorter than this (or than 2 D) make syrk calls too small.
 constexpr int64_t kMinSlabRows = 128;
+// Up to this D, row slabs are used even when there are fewer of them than threads.
+constexpr int64_t kNarrowDim = 320;
 // Column panels per thread for large D (wide panels keep BLAS near its peak).
 constexpr int kPanelsPerThread = 2;
 // Panel edges are rounded to this many columns so BLAS micro-kernels see aligned widths.
@@ -54,7 +58,8 @@ void row_split(const T* z, int64_t rows, int64_t dim, int64_t ld, T alpha, T bet
                int threads, int64_t slabs) {
   // One partial per slab (not per thread), summed in slab order: the result does not depend
   // on which thread ran which slab, so repeated runs agree to the bit.
-  std::vector<T> partials(static_cast<size_t>(slabs * dim * dim));
+  // Not zero-filled: syrk with beta = 0 writes every upper entry each slab's sum reads.
+  std::unique_ptr<T[]> partials(new T[static_cast<size_t>(slabs * dim * dim)]);
 #pragma omp parallel num_threads(threads)
   {
 #pragma omp for schedule(dynamic, 1)
@@ -62,7 +67,7 @@ void row_split(const T* z, int64_t rows, int64_t dim, int64_t ld, T alpha, T bet
       const int64_t r0 = rows * s / slabs;
       const int64_t r1 = rows * (s + 1) / slabs;
       blas::syrk_upper_at_a(dim, r1 - r0, T(1), z + r0 * ld, ld, T(0),
-                            partials.data() + s * dim * dim, dim);
+                            partials.get() + s * dim * dim, dim);
     }
     // C = beta C + alpha sum_s P_s on the upper triangle.
 #pragma omp for schedule(dynamic, 8)
@@ -98,9 +103,13 @@ void sym_gram_upper_impl(const T* z, int64_t rows, int64_t dim, int64_t ld, T al
   const int threads = max_threads();
   if (threads > 1) {
     const int64_t slab_rows = std::max<int64_t>(kMinSlabRows, 2 * dim);
-    int64_t slabs = std::min<int64_t>(int64_t{kTasksPerThread} * threads, rows / slab_rows);
-    if (slabs > threads) slabs -= slabs % threads;
-    if (slabs >= 2) {
+    const int64_t max_slabs = rows / slab_rows;
+    // Every thread gets a slab (balanced); narrow Z takes row slabs even when fewer can be
+    // made, since its column panels would be thinner still.
+    const bool split = max_slabs >= threads || (dim <= kNarrowDim && max_slabs >= 2);
+    if (split) {
+      int64_t slabs = std::min<int64_t>(int64_t{kTasksPerThread} * threads, max_slabs);
+      if (slabs > threads) slabs -= slabs % threads;
       row_split(z, rows, dim, ld, alpha, beta, c, threads, slabs);
       return;
     }

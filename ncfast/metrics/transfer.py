@@ -102,8 +102,8 @@ def h_score(stats, *, rcond: Optional[float] = None) -> float:
     """H-score (Bao et al., ICIP 2019) = tr(pinv(cov f) cov g), with g_i = mu_{y_i} and both
     covariances normalised by N - 1. The pseudo-inverse drops eigenvalues of cov f below
     rcond * lambda_max (default D * float64 eps). Higher is better."""
-    cov_f, cov_g = _feature_and_label_covariances(stats, "h_score")
     check_dense_decomposition(stats.dim, "h_score", stats.device)
+    cov_f, cov_g = _feature_and_label_covariances(stats, "h_score")
     lam, v = torch.linalg.eigh(cov_f)
     tol = (stats.dim * torch.finfo(torch.float64).eps if rcond is None else rcond) * float(lam.max())
     keep = lam > tol
@@ -127,9 +127,9 @@ def h_score_shrinkage(stats, alpha: Union[float, str] = "oas") -> float:
     """Shrinkage H-score (Ibrahim et al., ICLR 2023): cov f is replaced by
     (1 - alpha) cov f + alpha (tr(cov f) / D) I before inverting. ``alpha="oas"`` picks the
     oracle-approximating coefficient from the statistics (see :func:`oas_shrinkage`)."""
+    check_dense_decomposition(stats.dim, "h_score_shrinkage", stats.device)
     cov_f, cov_g = _feature_and_label_covariances(stats, "h_score_shrinkage")
     n, d = stats.num_samples, stats.dim
-    check_dense_decomposition(d, "h_score_shrinkage", stats.device)
     a = oas_shrinkage(stats.sigma_t(), n) if alpha == "oas" else float(alpha)
     if not 0.0 <= a <= 1.0:
         raise ValueError(f"alpha: expected a value in [0, 1] or 'oas', got {alpha!r}")
@@ -204,9 +204,9 @@ def face(stats, *, ridge: Optional[float] = None, eps: float = 1e-12, rtol: Opti
     ``rtol`` is NC1's rank cut (:func:`ncfast.metrics.nc1`).
     Pairwise K x K work is blocked, so K = 100k classes fit in memory."""
     present = present_classes(stats, "face")
-    c = -nc1(stats, rtol=rtol)
     d = stats.dim
     check_dense_decomposition(d, "face", stats.device)
+    c = -nc1(stats, rtol=rtol)
     within = stats.sigma_w()
     lam = 1e-6 * float(torch.trace(within)) / d if ridge is None else float(ridge)
     lam = max(lam, torch.finfo(torch.float64).tiny)
