@@ -65,7 +65,8 @@ def _npy_segment(path: str) -> _Segment:
     if fortran and len(shape) > 1:
         raise ValueError(f"{path}: column-major (Fortran-order) .npy is not supported; save it in C order")
     if dtype.byteorder == ">":
-        raise ValueError(f"{path}: big-endian data is not supported")
+        raise ValueError(f"{path}: big-endian data is not supported; save it little-endian, "
+                         "e.g. np.save(path, x.astype(x.dtype.newbyteorder('<')))")
     try:
         torch_dtype = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
     except TypeError as err:
@@ -96,8 +97,10 @@ def _safetensors_segment(spec: str) -> _Segment:
 class ArraySource:
     """Rows of a file, a set of shards, or an in-memory array, read chunk by chunk."""
 
-    def __init__(self, segments: Sequence[_Segment] = (), array: Optional[Tensor] = None, name: str = "") -> None:
+    def __init__(self, segments: Sequence[_Segment] = (), array: Optional[Tensor] = None, name: str = "",
+                 origin: str = "") -> None:
         self.name = name
+        self.origin = origin  # the path or pattern it was opened from ("" for an array)
         self._array = array
         self._segments = list(segments)
         if array is not None:
@@ -166,7 +169,7 @@ def open_array(spec: Any, name: str = "features") -> ArraySource:
             raise FileNotFoundError(f"{name}: no such file: {base}")
         paths = [spec]
     segments = [_safetensors_segment(p) if ".safetensors" in p else _npy_segment(p) for p in paths]
-    return ArraySource(segments, name=name)
+    return ArraySource(segments, name=name, origin=spec)
 
 
 def check_pair(features: ArraySource, labels: ArraySource) -> None:
@@ -177,9 +180,19 @@ def check_pair(features: ArraySource, labels: ArraySource) -> None:
     if labels.rows != features.rows:
         raise ValueError(f"labels: {labels.rows} labels for {features.rows} feature rows")
     if labels.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"labels: dtype {labels.dtype} is not int32/int64")
+        raise ValueError(f"labels: dtype {_dtype_name(labels.dtype)}{_where(labels)} is not int32/int64 "
+                         "(convert it first, e.g. y.astype(np.int64))")
     if features.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        raise ValueError(f"features: dtype {features.dtype} is not float32/float64/float16/bfloat16")
+        raise ValueError(f"features: dtype {_dtype_name(features.dtype)}{_where(features)} is not "
+                         "float32/float64/float16/bfloat16 (convert it first, e.g. x.astype(np.float32))")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _where(source: ArraySource) -> str:
+    return f" in {source.origin}" if source.origin else ""
 
 
 def default_chunk_rows(dim: int, dtype: torch.dtype, budget_bytes: int = 64 << 20) -> int:
