@@ -13,7 +13,7 @@ out="${OUT:-gpu-checks}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-arch=$(python3 -c "import torch; major, minor = torch.cuda.get_device_capability(); print(f'{major}{minor}')") || {
+arch=$(python3 -c "import torch; major, minor = torch.cuda.get_device_capability(); print(f'{major}{minor}')" 2>/dev/null) || {
     echo "no usable CUDA device seen by PyTorch"; exit 1; }
 echo "device: $(python3 -c 'import torch; print(torch.cuda.get_device_name())') (sm_$arch)"
 
