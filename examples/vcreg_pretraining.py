@@ -49,7 +49,7 @@ def load(seed_split: int = 0):
 
 
 class Net(nn.Module):
-    """conv(1->32) - conv(32->64, stride 2) - fc(256->128) - head(128->5), ReLU after each block;
+    """conv(1->32) - conv(32->64, stride 2) - fc(1024->128) - head(128->5), ReLU after each block;
     VCReg on each block's output when alpha or beta > 0."""
 
     def __init__(self, alpha: float, beta: float):

@@ -141,6 +141,7 @@ def _stats_for(args, features_spec, labels_spec, label="", ranks: Ranks = Ranks(
     stats = accumulate(
         feats, labels, num_classes=args.num_classes, per_class_diag=True, device=args.device,
         chunk_rows=args.chunk_rows, checkpoint=checkpoint, checkpoint_every=getattr(args, "checkpoint_every", None),
+        nan_policy=args.nan_policy,
         progress=not args.quiet and ranks.is_main, label=label, row_range=ranks.share(feats.rows),
     )
     if ranks.world > 1:
@@ -226,8 +227,11 @@ def cmd_score(args) -> int:
             bar = Progress(stop - first, label="nc4 pass", enabled=not args.quiet and ranks.is_main)
             for _, x, y in stream(feats_src, labels_src, chunk_rows=1 << 16, start_row=first, stop_row=stop,
                                   device=args.device):
-                second.update(x, y)
                 bar.update(x.shape[0])
+                if args.nan_policy == "skip":  # the rows the first pass dropped
+                    finite = torch.isfinite(x).all(dim=1)
+                    x, y = x[finite], y[finite]
+                second.update(x, y)
             bar.close()
             if ranks.world > 1:
                 second.all_reduce()
@@ -236,12 +240,13 @@ def cmd_score(args) -> int:
     seconds = time.perf_counter() - start
     if not ranks.is_main:
         return 0
-    _print_table(scores, f"{source}: {stats.num_samples:,} rows, {stats.dim} dims, "
+    skipped = f" ({stats.skipped_rows:,} with NaN/Inf skipped)" if stats.skipped_rows else ""
+    _print_table(scores, f"{source}: {stats.num_samples:,} rows{skipped}, {stats.dim} dims, "
                          f"{int((stats.counts > 0).sum())} classes, {seconds:.2f} s")
     if args.json:
-        _write_json(args.json, {"source": str(source), "rows": stats.num_samples, "dim": stats.dim,
-                                "classes": int((stats.counts > 0).sum()), "seconds": seconds, "ranks": ranks.world,
-                                "scores": scores})
+        _write_json(args.json, {"source": str(source), "rows": stats.num_samples, "skipped_rows": stats.skipped_rows,
+                                "dim": stats.dim, "classes": int((stats.counts > 0).sum()), "seconds": seconds,
+                                "ranks": ranks.world, "scores": scores})
     if args.plot:
         from ._plot import plot_geometry
 
@@ -308,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--chunk-rows", type=_positive_int, default=None,
                        help="rows per chunk (default: about 64 MiB of features; memory holds about 4 chunks)")
         p.add_argument("--quiet", action="store_true", help="no progress line")
+        p.add_argument("--nan-policy", choices=("raise", "skip"), default="raise",
+                       help="rows with NaN/Inf: an error (default), or dropped and counted")
 
     def checkpointing(p):
         p.add_argument("--checkpoint", help="save the statistics here as the pass goes; rerunning the same "
@@ -374,7 +381,8 @@ def _run(args) -> int:
     try:
         return args.run(args)
     except (CommandError, ValueError, TypeError, FileNotFoundError, MemoryError, ImportError) as err:
-        print(f"ncfast: error: {err}", file=sys.stderr)
+        message = str(err).replace("pass nan_policy='skip'", "pass --nan-policy skip")  # the CLI's name for it
+        print(f"ncfast: error: {message}", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"ncfast: error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)

@@ -26,6 +26,7 @@ def accumulate(
     progress: bool = True,
     label: str = "",
     row_range: Optional[Tuple[int, int]] = None,
+    nan_policy: str = "raise",
 ) -> ClassStats:
     """Streams (features, labels) through ClassStats in one pass.
 
@@ -36,7 +37,9 @@ def accumulate(
 
     `features` and `labels` are ArraySources or anything `ncfast.io.open_array` opens: a path
     to .npy / a folder or glob of shards / file.safetensors[:name], a NumPy array or a tensor.
-    `row_range` = (first, stop) restricts the pass to those rows (one rank's share)."""
+    `row_range` = (first, stop) restricts the pass to those rows (one rank's share).
+    `nan_policy`: "raise" (a row with NaN/Inf stops the pass) or "skip" (such rows are dropped
+    and counted in ``stats.skipped_rows``)."""
     if not isinstance(features, ArraySource):
         features = open_array(features, "features")
     if not isinstance(labels, ArraySource):
@@ -54,6 +57,7 @@ def accumulate(
         "per_class_diag": per_class_diag,
         "chunk_rows": chunk_rows,
         "row_range": [first_row, stop_row],
+        "nan_policy": nan_policy,
     }
     identity = _jsonable(identity)
     stats, start = None, first_row
@@ -68,7 +72,7 @@ def accumulate(
         else:
             _note(progress, f"{checkpoint} belongs to other data or options; starting over")
     if stats is None:
-        stats = ClassStats(num_classes, dim, device=device, per_class_diag=per_class_diag)
+        stats = ClassStats(num_classes, dim, device=device, per_class_diag=per_class_diag, nan_policy=nan_policy)
     every = checkpoint_every or max(chunk_rows, 10 * chunk_rows)
     every = max(chunk_rows, every - every % chunk_rows)  # checkpoints fall on chunk boundaries
     bar = Progress(stop_row - first_row, label=label, enabled=progress)

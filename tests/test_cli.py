@@ -203,7 +203,7 @@ def _bad_inputs(tmp_path):
         "float labels": (["score", t / "x.npy", t / "yfloat.npy"], "labels: dtype"),
         "labels out of range": (["score", t / "x.npy", t / "ybig.npy", "--num-classes", "3"], "value 7 at row 123"),
         "unreadable dtype": (["score", t / "xint.npy", t / "y.npy"], "features: dtype"),
-        "nan row": (["score", t / "xnan.npy", t / "y.npy"], "row 50 holds NaN"),
+        "nan row": (["score", t / "xnan.npy", t / "y.npy"], "row 50 holds NaN or Inf (pass --nan-policy skip"),
         "unknown metric": (["score", t / "x.npy", t / "y.npy", "--metrics", "nc9"], "unknown nc9"),
         "bad model spec": (["rank", "justapath.npy", "--labels", t / "y.npy"], "NAME=FEATURES"),
         "missing stats file": (["merge", t / "a.safetensors", "-o", t / "m.safetensors"], "no such file"),
@@ -276,6 +276,27 @@ def test_progress_rate_counts_only_this_runs_rows():
     rate = float(line.split("rows  ")[1].split(" M rows/s")[0]) * 1e6
     assert "100.0% 1,000/1,000" in line
     assert rate < 100 / 0.05  # 100 rows in at least 50 ms, not 1000
+
+
+def test_nan_policy_skip_drops_and_counts_rows(tmp_path, capsys):
+    x, y = clustered(2000, 8, 4, 1.0, seed=3)
+    bad = [0, 17, 1999]
+    dirty = x.copy()
+    dirty[bad, 2] = np.nan
+    np.save(tmp_path / "x.npy", dirty)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "w.npy", np.random.default_rng(4).standard_normal((4, 8)))
+    out = tmp_path / "s.json"
+    assert main(["score", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--nan-policy", "skip",
+                 "--classifier", str(tmp_path / "w.npy"), "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    keep = np.setdiff1d(np.arange(2000), bad)
+    xd, yk = x[keep].astype(np.float64), y[keep]
+    assert result["rows"] == 1997 and result["skipped_rows"] == 3
+    assert result["scores"]["nc1"] == pytest.approx(ref.nc1(xd, yk), rel=1e-6)
+    nearest = ref.nearest_centre(xd, np.stack([xd[yk == c].mean(axis=0) for c in range(4)]))
+    assert result["scores"]["ncc_accuracy"] == pytest.approx(np.mean(nearest == yk))
+    assert "3 with NaN/Inf skipped" in capsys.readouterr().out
 
 
 def test_plot_without_matplotlib_is_one_clear_error(dump, tmp_path, monkeypatch, capsys):

@@ -6,7 +6,7 @@
 //   full-width syrk (BLAS's best shape) into its own partial, and the partials are summed in
 //   slab order (deterministic whichever thread ran which slab). The slab count is a multiple
 //   of the thread count, so no thread is left with one more slab than the others (at D = 512
-//   on two threads this measured 7% faster than the column panels). The partials take at
+//   on two threads, one-off comparison: 7% faster than the column panels). The partials take at
 //   most half the memory of Z itself (slabs <= rows / 2D);
 // - otherwise (few rows for their width): column panels of equal area (edges at
 //   dim * sqrt(t / P)), more panels than threads. A panel is one syrk for its diagonal block
