@@ -35,6 +35,8 @@ constexpr int64_t kMaxBlockRows = int64_t{1} << 16;
 constexpr int64_t kMaxFusedSumEntries = int64_t{1} << 18;
 constexpr int64_t kFusedSlabRows = 1024;
 
+int64_t fused_slabs(int64_t block_rows) { return (block_rows + kFusedSlabRows - 1) / kFusedSlabRows; }
+
 int64_t element_size(DType dtype) {
   switch (dtype) {
     case DType::kFloat64: return 8;
@@ -68,6 +70,29 @@ bool row_bits_finite(const T* row, int64_t dim) {
 }
 bool row_is_finite(const Half* row, int64_t dim) { return row_bits_finite<0x7c00>(row, dim); }
 bool row_is_finite(const BFloat16* row, int64_t dim) { return row_bits_finite<0x7f80>(row, dim); }
+
+// z = row - shift, each element rounded once from float64 to Acc; returns ||z||^2 (of the
+// rounded values) and, when `sum` is given, adds the unrounded differences to it.
+template <typename Acc, typename W>
+double centre_row(const W* row, const double* shift, Acc* z, double* sum, int64_t dim) {
+  double norm2 = 0.0;
+  if (sum) {
+#pragma omp simd reduction(+ : norm2)
+    for (int64_t j = 0; j < dim; ++j) {
+      const double v = static_cast<double>(row[j]) - shift[j];
+      z[j] = static_cast<Acc>(v);
+      sum[j] += v;
+      norm2 += static_cast<double>(z[j]) * static_cast<double>(z[j]);
+    }
+  } else {
+#pragma omp simd reduction(+ : norm2)
+    for (int64_t j = 0; j < dim; ++j) {
+      z[j] = static_cast<Acc>(static_cast<double>(row[j]) - shift[j]);
+      norm2 += static_cast<double>(z[j]) * static_cast<double>(z[j]);
+    }
+  }
+  return norm2;
+}
 
 // Keeps what a multi-block call changes, so an error in a later block can undo the earlier
 // ones: the scatter matrix up front, and each class's entries the first time it is touched.
@@ -266,7 +291,7 @@ class BlockUpdater {
     for (int64_t c : w_.slot_class) {
       if (s_.counts[c] == 0) return false;
     }
-    const int64_t slabs = (b + kFusedSlabRows - 1) / kFusedSlabRows;
+    const int64_t slabs = fused_slabs(b);
     return slabs >= thread_count() && slabs * num_slots * s_.dim <= kMaxFusedSumEntries;
   }
 
@@ -278,7 +303,7 @@ class BlockUpdater {
     const int64_t dim = s_.dim;
     const int64_t stride = batch_.row_stride;
     const int64_t num_slots = static_cast<int64_t>(w_.slot_class.size());
-    const int64_t slabs = (b + kFusedSlabRows - 1) / kFusedSlabRows;
+    const int64_t slabs = fused_slabs(b);
     w_.slab_sums.assign(static_cast<size_t>(slabs * num_slots * dim), 0.0);
     for (int64_t slot = 0; slot < num_slots; ++slot) w_.shift[slot] = s_.means + w_.slot_class[slot] * dim;
 #pragma omp parallel
@@ -298,20 +323,9 @@ class BlockUpdater {
             continue;
           }
           w_.keep[i] = 1;
-          const Widened<In>* row = loader.load(in, dim);
           const int32_t slot = w_.row_slot[i];
-          const double* shift = w_.shift[slot];
-          double* sum = sums + static_cast<int64_t>(slot) * dim;
-          double norm2 = 0.0;
-#pragma omp simd reduction(+ : norm2)
-          for (int64_t j = 0; j < dim; ++j) {
-            const double v = static_cast<double>(row[j]) - shift[j];
-            const Acc rounded = static_cast<Acc>(v);
-            z[j] = rounded;
-            sum[j] += v;
-            norm2 += static_cast<double>(rounded) * static_cast<double>(rounded);
-          }
-          w_.row_norm2[i] = norm2;
+          w_.row_norm2[i] = centre_row(loader.load(in, dim), w_.shift[slot], z,
+                                       sums + static_cast<int64_t>(slot) * dim, dim);
         }
       }
     }
@@ -320,7 +334,7 @@ class BlockUpdater {
   // Step 3 after the fused pass: m_c, and the block mean mu_c + (sum of z) / m_c.
   void seen_class_means(int64_t b, int64_t num_slots) {
     const int64_t dim = s_.dim;
-    const int64_t slabs = (b + kFusedSlabRows - 1) / kFusedSlabRows;
+    const int64_t slabs = fused_slabs(b);
     std::fill_n(w_.slot_rows.begin(), num_slots, 0);
     for (int64_t i = 0; i < b; ++i) w_.slot_rows[w_.row_slot[i]] += w_.keep[i];
     for (int64_t slot = 0; slot < num_slots; ++slot) {
@@ -379,16 +393,8 @@ class BlockUpdater {
           w_.row_norm2[i] = 0.0;
           continue;
         }
-        const Widened<In>* row = loader.load(x + i * stride, dim);
-        const double* shift = w_.shift[w_.row_slot[i]];
-        double norm2 = 0.0;
-#pragma omp simd reduction(+ : norm2)
-        for (int64_t j = 0; j < dim; ++j) {
-          const Acc v = static_cast<Acc>(static_cast<double>(row[j]) - shift[j]);
-          z[j] = v;
-          norm2 += static_cast<double>(v) * static_cast<double>(v);
-        }
-        w_.row_norm2[i] = norm2;
+        w_.row_norm2[i] = centre_row(loader.load(x + i * stride, dim), w_.shift[w_.row_slot[i]], z,
+                                     static_cast<double*>(nullptr), dim);
       }
     }
   }
