@@ -9,6 +9,7 @@ from torch import Tensor
 from . import _cuda, reference
 from ._core import _C
 from ._dtypes import FLOAT_CODES, LABEL_CODES
+from ._inputs import check_label_range, label_outside_message
 from ._state import StatsState
 
 BACKENDS = ("auto", "native", "reference")
@@ -39,7 +40,7 @@ class UpdateError(ValueError):
 
 
 def _label_message(label: int, row: int, num_classes: int) -> str:
-    return f"labels: value {label} at row {row} is outside [0, {num_classes})"
+    return label_outside_message("labels", label, row, num_classes)
 
 
 def _nonfinite_message(row: int) -> str:
@@ -112,12 +113,7 @@ def check_device_status_(state: StatsState) -> None:
 
 def reference_update_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str) -> None:
     """Validates like the kernel (all-or-nothing), then runs the pure-PyTorch update."""
-    if labels.numel():
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= state.num_classes:
-            bad = low if low < 0 else high
-            row = int((labels == bad).nonzero()[0, 0])
-            raise UpdateError(_label_message(bad, row, state.num_classes))
+    check_label_range(labels, state.num_classes, error=UpdateError)
     finite = torch.isfinite(features).all(dim=1)
     if not bool(finite.all()):
         if nan_policy == "raise":

@@ -4,7 +4,7 @@ kernels accept, with one clear error per bad argument. Never copies unless it mu
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Type
 
 import numpy as np
 import torch
@@ -56,3 +56,16 @@ def as_labels(value: Any, rows: int) -> Tensor:
     if y.shape[0] != rows:
         raise ValueError(f"labels: expected {rows} labels (one per feature row), got {y.shape[0]}")
     return y.contiguous()
+
+
+def label_outside_message(name: str, label: int, row: int, high: int) -> str:
+    return f"{name}: value {label} at row {row} is outside [0, {high})"
+
+
+def check_label_range(labels: Tensor, high: int, name: str = "labels", error: Type[Exception] = ValueError) -> None:
+    """Raises `error` naming the first label outside [0, high) and its row."""
+    if labels.numel():
+        bad = ((labels < 0) | (labels >= high)).nonzero()
+        if bad.numel():
+            row = int(bad[0, 0])
+            raise error(label_outside_message(name, int(labels[row]), row, high))

@@ -67,12 +67,16 @@ def grow_classes(state: StatsState, num_classes: int, *, exact: bool = False) ->
             new = torch.zeros((new_capacity,) + tuple(old.shape[1:]), dtype=old.dtype, device=old.device)
             new[: old.shape[0]] = old
             state._buffers[name] = new
-    for name, buffer in state._buffers.items():
-        setattr(state, name, buffer[:num_classes])
+    _view_classes(state, num_classes)
 
 
 def truncate_classes(state: StatsState, num_classes: int) -> None:
     """Undoes a grow_classes whose new classes are still empty (a rejected batch)."""
+    _view_classes(state, num_classes)
+
+
+def _view_classes(state: StatsState, num_classes: int) -> None:
+    """Points the per-class fields at the first `num_classes` rows of their capacity buffers."""
     for name, buffer in state._buffers.items():
         setattr(state, name, buffer[:num_classes])
 

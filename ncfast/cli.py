@@ -228,10 +228,7 @@ def cmd_score(args) -> int:
             for _, x, y in stream(feats_src, labels_src, chunk_rows=1 << 16, start_row=first, stop_row=stop,
                                   device=args.device):
                 bar.update(x.shape[0])
-                if args.nan_policy == "skip":  # the rows the first pass dropped
-                    finite = torch.isfinite(x).all(dim=1)
-                    x, y = x[finite], y[finite]
-                second.update(x, y)
+                second.update(x, y)  # drops NaN/Inf rows when the first pass did
             bar.close()
             if ranks.world > 1:
                 second.all_reduce()

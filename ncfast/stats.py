@@ -304,6 +304,11 @@ class ClassStats:
         return self._raw_state.class_diag is not None
 
     @property
+    def nan_policy(self) -> str:
+        """"raise" or "skip": what an update does with rows holding NaN/Inf."""
+        return self._nan_policy
+
+    @property
     def num_samples(self) -> int:
         """N, the number of rows folded in (skipped rows excluded)."""
         return int(self._state.counts.sum())

@@ -223,3 +223,17 @@ def test_transferability_dict():
     assert set(out) == {"logme", "h_score", "h_score_shrinkage", "nc1", "face_c", "face_f", "face", "gbc"}
     close(out["logme"], ref.logme(x, y), 1e-8)
     assert all(np.isfinite(v) for v in out.values())
+
+
+def test_ncc_stats_follow_the_first_pass_nan_policy():
+    x, y = clustered(rows=300, seed=10)
+    dirty = x.copy()
+    dirty[[4, 250], 1] = np.nan
+    keep = np.setdiff1d(np.arange(300), [4, 250])
+    first = ncfast.ClassStats(6, x.shape[1], nan_policy="skip").update(dirty, y)
+    second = ncfast.NCCStats.from_stats(first).update(dirty, y)
+    clean = ncfast.NCCStats.from_stats(first).update(x[keep], y[keep])
+    assert second.skipped_rows == 2 and second.num_samples == 298
+    assert second.ncc_accuracy == clean.ncc_accuracy
+    with pytest.raises(ValueError, match="nan_policy"):
+        ncfast.NCCStats(first.means, nan_policy="drop")

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from .._inputs import to_tensor
+from .._inputs import check_label_range, to_tensor
 
 
 def _labels(value: Any, name: str, rows: Optional[int], high: int, device) -> Tensor:
@@ -25,11 +25,7 @@ def _labels(value: Any, name: str, rows: Optional[int], high: int, device) -> Te
         raise TypeError(f"{name}: expected a 1-D int32/int64 array, got {t.dtype} of shape {tuple(t.shape)}")
     if rows is not None and t.shape[0] != rows:
         raise ValueError(f"{name}: expected {rows} entries, got {t.shape[0]}")
-    if t.numel():
-        bad = ((t < 0) | (t >= high)).nonzero()
-        if bad.numel():
-            row = int(bad[0, 0])
-            raise ValueError(f"{name}: value {int(t[row])} at row {row} is outside [0, {high})")
+    check_label_range(t, high, name)
     return t.to(device=device, dtype=torch.int64)
 
 

@@ -8,7 +8,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from .._inputs import as_features, as_labels
+from .._dispatch import NAN_POLICIES
+from .._inputs import as_features, as_labels, check_label_range
 
 # Rows per chunk are chosen so a chunk's (rows x K) score matrix stays under this many entries.
 _SCORE_ENTRIES = 1 << 22
@@ -25,6 +26,9 @@ class NCCStats:
         Class centres, usually ``stats.means`` after a first pass.
     classifier : (K, D) tensor, optional
         Linear classifier rows W; ``bias`` (K,) optional.
+    nan_policy : "raise" (default) or "skip"
+        Rows with NaN/Inf: an error, or dropped and counted in ``skipped_rows``
+        (``from_stats`` takes the first pass's policy).
     valid : (K,) bool tensor, optional
         Classes that may be chosen as nearest centre (default: all). ``from_stats`` passes the
         classes that had rows.
@@ -38,7 +42,11 @@ class NCCStats:
         *,
         valid: Optional[Tensor] = None,
         device: Any = None,
+        nan_policy: str = "raise",
     ) -> None:
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy: expected 'raise' or 'skip', got {nan_policy!r}")
+        self.nan_policy = nan_policy
         mu = torch.as_tensor(means)
         device = torch.device(device) if device is not None else mu.device
         mu = mu.to(device=device, dtype=torch.float64)
@@ -71,12 +79,14 @@ class NCCStats:
         self.ncc_correct = 0
         self.classifier_correct = 0
         self.mismatches = 0
+        self.skipped_rows = 0
 
     @classmethod
     def from_stats(cls, stats, classifier: Optional[Tensor] = None, bias: Optional[Tensor] = None) -> "NCCStats":
         """Second pass for statistics from a first pass: centres are the class means of the
-        classes that had rows."""
-        return cls(stats.means, classifier, bias, valid=stats.counts > 0, device=stats.device)
+        classes that had rows; rows with NaN/Inf are treated as the first pass treated them."""
+        return cls(stats.means, classifier, bias, valid=stats.counts > 0, device=stats.device,
+                   nan_policy=stats.nan_policy)
 
     @property
     def num_classes(self) -> int:
@@ -88,23 +98,26 @@ class NCCStats:
 
     def update(self, features: Any, labels: Any = None) -> "NCCStats":
         """Folds a batch in. `labels` (int32/int64 in [0, K)) are needed for the accuracies,
-        not for NC4. Raises ValueError, counting nothing, for a label out of range or a row
-        with NaN/Inf (drop such rows first, as ``nan_policy="skip"`` did in the first pass)."""
+        not for NC4. Raises ValueError, counting nothing, for a label out of range, and for a
+        row with NaN/Inf unless ``nan_policy="skip"`` (then such rows are dropped and counted
+        in ``skipped_rows``)."""
         x = as_features(features, self.dim)
         y = as_labels(labels, x.shape[0]) if labels is not None else None
         for name, t in (("features", x), ("labels", y)):
             if t is not None and t.device != self._device:
                 raise ValueError(f"{name}: on {t.device} but NCCStats is on {self._device}")
-        if y is not None and y.numel():
-            bad = ((y < 0) | (y >= self.num_classes)).nonzero()
-            if bad.numel():
-                row = int(bad[0, 0])
-                raise ValueError(f"labels: value {int(y[row])} at row {row} is outside [0, {self.num_classes})")
+        if y is not None:
+            check_label_range(y, self.num_classes)
         if x.numel():
             finite = torch.isfinite(x).all(dim=1)
             if not bool(finite.all()):
-                row = int((~finite).nonzero()[0, 0])
-                raise ValueError(f"features: row {row} holds NaN or Inf; NCCStats counts only finite rows")
+                if self.nan_policy == "raise":
+                    row = int((~finite).nonzero()[0, 0])
+                    raise ValueError(f"features: row {row} holds NaN or Inf; NCCStats counts only finite rows "
+                                     "(nan_policy='skip' drops them)")
+                self.skipped_rows += int((~finite).sum())
+                x = x[finite]
+                y = y[finite] if y is not None else None
         step = max(1, _SCORE_ENTRIES // self.num_classes)
         for start in range(0, x.shape[0], step):
             chunk = x[start : start + step].to(torch.float64)
@@ -122,7 +135,7 @@ class NCCStats:
             self.num_samples += chunk.shape[0]
         return self
 
-    _COUNTERS = ("num_samples", "num_labelled", "ncc_correct", "classifier_correct", "mismatches")
+    _COUNTERS = ("num_samples", "num_labelled", "ncc_correct", "classifier_correct", "mismatches", "skipped_rows")
 
     def all_reduce(self, group: Optional[Any] = None) -> "NCCStats":
         """Sums the counters of all ranks (torch.distributed), so every rank holds the
