@@ -3,8 +3,9 @@ tensors/arrays batched here, or an iterable of (inputs, labels) batches."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Iterable, Optional, Tuple
+from typing import Any, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -55,3 +56,18 @@ def module_device(*modules: nn.Module) -> Optional[torch.device]:
         for tensor in (*module.parameters(), *module.buffers()):
             return tensor.device
     return None
+
+
+@contextlib.contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """No grad, and eval mode for an nn.Module, for the block; the module's training flag is
+    restored afterwards whatever happens (a plain callable only gets no grad)."""
+    was_training = model.training if isinstance(model, nn.Module) else None
+    try:
+        if was_training is not None:
+            model.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        if was_training is not None:
+            model.train(was_training)

@@ -27,7 +27,6 @@ from ._persist import load_stats, save_stats
 from ._progress import Progress
 from .io import open_array
 from .pipeline import accumulate
-from .stats import ClassStats
 
 class CommandError(Exception):
     """A user error: printed as one line, exit status 2."""

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._batches import labelled_batches, module_device, read_labels
+from ._batches import evaluating, labelled_batches, module_device, read_labels
 from .nn._pool import Pool, check_pool, pool_rows
 from .nn.monitor import NCMonitor, resolve_modules
 from .nn.profile import NCProfile
@@ -65,16 +65,13 @@ def nc_profile(
         inputs, labels = data, None
     device = module_device(model)
     monitor = NCMonitor(model, layers, num_classes, pool=pool)
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model):
             for x, y in labelled_batches(inputs, labels, batch_size, names=("data", "data")):
                 x = torch.as_tensor(x)
                 with monitor.labels(y):
                     model(x if device is None else x.to(device, non_blocking=True))
     finally:
-        model.train(was_training)
         monitor.remove()
     return monitor.report()
 
@@ -185,13 +182,10 @@ class SkipToHead(nn.Module):
             widths.setdefault("head", self._head_input(inputs).shape[1])
 
         probes = [layer_module.register_forward_hook(probe_layer), head_module.register_forward_pre_hook(probe_head)]
-        was_training = model.training
         try:
-            model.eval()
-            with torch.no_grad():
+            with evaluating(model):
                 model(example_input)
         finally:
-            model.train(was_training)
             for h in probes:
                 h.remove()
         if "layer" not in widths or "head" not in widths:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from . import metrics
-from ._batches import labelled_batches, module_device, read_labels
+from ._batches import evaluating, labelled_batches, module_device, read_labels
 from ._inputs import to_tensor
 from .metrics.registry import HIGHER_IS_BETTER, SCORES
 from .io import open_array, stream
@@ -320,33 +320,25 @@ def _is_callable(extractor: Any) -> bool:
 
 def _stats_from_callable(name, extractor, inputs, labels, num_classes, batch_size, pool,
                          predictions: Optional["_SourcePredictions"] = None) -> ClassStats:
-    is_module = isinstance(extractor, nn.Module)
-    device = module_device(extractor) if is_module else None
-    was_training = extractor.training if is_module else False
+    device = module_device(extractor) if isinstance(extractor, nn.Module) else None
     stats = None
-    try:
-        if is_module:
-            extractor.eval()
-        with torch.no_grad():
-            for x, y in labelled_batches(inputs, labels, batch_size):
-                x = to_tensor(x, "target_inputs")
-                if device is not None:
-                    x = x.to(device, non_blocking=True)
-                out = extractor(x)
-                if not isinstance(out, Tensor):
-                    raise TypeError(f"models[{name!r}]: returned a {type(out).__name__}, expected a tensor of features")
-                rows = pool_rows(out, pool, f"models[{name!r}]")
-                if stats is None:
-                    stats = ClassStats(num_classes, rows.shape[1], device=rows.device, per_class_diag=True)
-                try:
-                    stats.update(rows, y.to(rows.device))
-                except (ValueError, TypeError) as err:
-                    raise type(err)(f"models[{name!r}]: {err}") from err
-                if predictions is not None:
-                    predictions.add_features(rows, y)
-    finally:
-        if is_module:
-            extractor.train(was_training)
+    with evaluating(extractor):
+        for x, y in labelled_batches(inputs, labels, batch_size):
+            x = to_tensor(x, "target_inputs")
+            if device is not None:
+                x = x.to(device, non_blocking=True)
+            out = extractor(x)
+            if not isinstance(out, Tensor):
+                raise TypeError(f"models[{name!r}]: returned a {type(out).__name__}, expected a tensor of features")
+            rows = pool_rows(out, pool, f"models[{name!r}]")
+            if stats is None:
+                stats = ClassStats(num_classes, rows.shape[1], device=rows.device, per_class_diag=True)
+            try:
+                stats.update(rows, y.to(rows.device))
+            except (ValueError, TypeError) as err:
+                raise type(err)(f"models[{name!r}]: {err}") from err
+            if predictions is not None:
+                predictions.add_features(rows, y)
     if stats is None:
         raise ValueError("target_inputs: no batch was read")
     return stats
@@ -401,17 +393,9 @@ class _SourcePredictions:
     def _run_head(self, rows: Tensor) -> Any:
         """The head on a batch of features: an nn.Module in eval mode on its own device (its
         training flag restored after), without grad, like the extractors."""
-        if not isinstance(self.head, nn.Module):
-            with torch.no_grad():
-                return self.head(rows)
-        device = module_device(self.head)
-        was_training = self.head.training
-        try:
-            self.head.eval()
-            with torch.no_grad():
-                return self.head(rows.to(device) if device is not None else rows)
-        finally:
-            self.head.train(was_training)
+        device = module_device(self.head) if isinstance(self.head, nn.Module) else None
+        with evaluating(self.head):
+            return self.head(rows.to(device) if device is not None else rows)
 
     def load_probabilities(self, labels: Tensor) -> None:
         source = open_array(self.head, self._what())
