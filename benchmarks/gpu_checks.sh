@@ -31,7 +31,7 @@ echo "CUDA tests: $(tail -n 1 "$out/cuda_tests.log")"
 if [ -z "${SKIP_SANITIZER:-}" ] && command -v compute-sanitizer > /dev/null; then
     # graph capture and the 50k-class case are left out: slow under the sanitizer
     compute-sanitizer --tool memcheck --error-exitcode 3 \
-        python3 -m pytest -q tests/test_cuda.py -k "not 50000 and not graph" > "$out/memcheck.log" 2>&1 || status=1
+        python3 -m pytest -q tests/backend/test_cuda.py -k "not 50000 and not graph" > "$out/memcheck.log" 2>&1 || status=1
     echo "memcheck: $(grep -E 'ERROR SUMMARY' "$out/memcheck.log" | tail -n 1) / $(grep -E 'passed|failed' "$out/memcheck.log" | tail -n 1)"
 fi
 

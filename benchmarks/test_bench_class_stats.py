@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ncfast
-from ncfast import reference
+from ncfast.backend import reference
 from conftest import PeakMemory, record, scale
 
 CASES = {

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import ncfast
-from ncfast import _cuda, reference
+from ncfast.backend import cuda as _cuda, reference
 from conftest import CUDA_RESULTS, scale
 
 pytestmark = [

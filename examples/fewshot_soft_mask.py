@@ -36,7 +36,7 @@ from torch import nn
 
 import ncfast
 from ncfast.nn import VCReg
-from ncfast.fewshot import (
+from ncfast.workflows.fewshot import (
     DEFAULT_TAUS, EpisodeSampler, feature_importance, fit_soft_mask, linear_probe, mean_ci95, nearest_centroid,
     soft_mask,
 )

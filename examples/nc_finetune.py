@@ -23,7 +23,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from ncfast.finetune import SkipToHead, choose_layer, count_parameters, freeze_all_but, nc_profile
+from ncfast.workflows.finetune import SkipToHead, choose_layer, count_parameters, freeze_all_but, nc_profile
 
 DEPTH, WIDTH = 6, 32
 BLOCKS = [f"block{i}" for i in range(1, DEPTH + 1)]

@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from ncfast.transfer import rank_models
+from ncfast.workflows.ranking import rank_models
 
 # ---------------------------------------------------------------------------------- data
 

@@ -28,7 +28,7 @@ from torch import nn
 
 import ncfast
 from ncfast import metrics
-from ncfast.fewshot import linear_probe
+from ncfast.workflows.fewshot import linear_probe
 from ncfast.nn import VCReg
 
 

@@ -3,36 +3,15 @@ transferability scores built on them, with a C++/CUDA core."""
 
 from __future__ import annotations
 
-from ._core import _C
-from .stats import ClassStats
-from . import io, metrics
-from ._persist import load_stats, save_stats
+from .backend.core import build_info, get_num_threads, set_num_threads
+from .stats import ClassStats, load_stats, save_stats
 from .pipeline import accumulate
-from . import fewshot, finetune, nn, ops, transfer
-from .nn import NCMonitor, VCReg
-from .transfer import ModelRanking, rank_models
+from . import io, metrics, nn, ops, workflows
 from .metrics import JointStats, NCCStats, nc_report, transferability
+from .nn import NCMonitor, VCReg
+from .workflows import ModelRanking, fewshot, finetune, rank_models
 
 __version__ = "0.1.0"
-
-
-def build_info() -> dict:
-    """What this build of the core was compiled with: C++ flags, the CPU instruction sets they
-    enabled (``isa``), OpenMP, the BLAS and its configuration, threads, CUDA and its archs."""
-    return dict(_C.build_info())
-
-
-def get_num_threads() -> int:
-    """Threads used by the CPU kernels (OpenMP)."""
-    return _C.get_num_threads()
-
-
-def set_num_threads(num_threads: int) -> None:
-    """Sets the threads used by the CPU kernels."""
-    if not isinstance(num_threads, int) or num_threads < 1:
-        raise ValueError(f"num_threads: expected a positive int, got {num_threads!r}")
-    _C.set_num_threads(num_threads)
-
 
 __all__ = [
     "ClassStats",
@@ -44,7 +23,7 @@ __all__ = [
     "finetune",
     "nn",
     "ops",
-    "transfer",
+    "workflows",
     "NCMonitor",
     "VCReg",
     "fewshot",

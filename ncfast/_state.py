@@ -56,6 +56,16 @@ def empty_state(num_classes: int, dim: int, device: torch.device, per_class_diag
     return state
 
 
+def state_over(counts: Tensor, means: Tensor, scatter: Tensor, class_scatter: Tensor,
+               class_diag: Optional[Tensor] = None) -> StatsState:
+    """A StatsState over the caller's tensors (no copy, no spare capacity): updates land in
+    them. An empty or absent ``class_diag`` means the per-class diagonal is not tracked."""
+    diag = class_diag if class_diag is not None and class_diag.numel() else None
+    state = StatsState(counts, means, scatter, class_scatter, diag)
+    state._buffers = {name: getattr(state, name) for name in _PER_CLASS if getattr(state, name) is not None}
+    return state
+
+
 def grow_classes(state: StatsState, num_classes: int, *, exact: bool = False) -> None:
     """Makes room for classes [0, num_classes); new classes start empty."""
     if num_classes <= state.num_classes:

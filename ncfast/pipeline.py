@@ -7,10 +7,9 @@ import sys
 from typing import Any, Optional, Tuple, Union
 
 
-from ._persist import load_stats, save_stats
 from ._progress import Progress
 from .io import ArraySource, check_pair, default_chunk_rows, open_array, stream
-from .stats import ClassStats
+from .stats import ClassStats, load_stats, save_stats
 
 
 def accumulate(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Union
+import os
+from typing import Any, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from . import _dispatch
+from . import _allreduce
 from ._inputs import as_features, as_labels
 from ._state import StatsState, clone_state, copy_into, empty_state, grow_classes, merge_into, truncate_classes
+from .backend import dispatch, ops
+from .io import statsfile
 
 PRECISIONS = ("auto", "exact", "fast")
 VALIDATE_MODES = ("lazy", "sync")
@@ -100,7 +103,7 @@ class ClassStats:
         dim = _positive_int(dim, "dim")
         if precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
-        if nan_policy not in _dispatch.NAN_POLICIES:
+        if nan_policy not in dispatch.NAN_POLICIES:
             raise ValueError(f"nan_policy: expected 'raise' or 'skip', got {nan_policy!r}")
         if validate not in VALIDATE_MODES:
             raise ValueError(f"validate: expected one of {VALIDATE_MODES}, got {validate!r}")
@@ -110,7 +113,7 @@ class ClassStats:
         self._precision = precision
         self._nan_policy = nan_policy
         self._backend_name = backend
-        self._backend = _dispatch.resolve_backend(backend, self._device)
+        self._backend = dispatch.resolve_backend(backend, self._device)
         self._state = empty_state(num_classes or 0, dim, self._device, per_class_diag)
         self._compiled_skips: Optional[Tensor] = None  # rows skipped inside compiled updates
 
@@ -155,11 +158,11 @@ class ClassStats:
             state = self._raw_state
         try:
             if self._backend == "native":
-                _dispatch.native_update_(state, x, y, self._nan_policy, precision=self._precision)
+                dispatch.native_update_(state, x, y, self._nan_policy, precision=self._precision)
                 if self._validate == "sync":
-                    _dispatch.check_device_status_(state)
+                    dispatch.check_device_status_(state)
             else:
-                _dispatch.reference_update_(state, x, y, self._nan_policy)
+                dispatch.reference_update_(state, x, y, self._nan_policy)
         except Exception:
             if state.num_classes > classes_before:
                 truncate_classes(state, classes_before)  # a rejected batch adds no classes
@@ -167,8 +170,6 @@ class ClassStats:
         return self
 
     def _update_compiled(self, features: Tensor, labels: Tensor) -> "ClassStats":
-        from . import ops
-
         if not self._fixed_classes:
             raise ValueError("num_classes: a compiled update needs a fixed number of classes (not None)")
         if self._compiled_skips is None:
@@ -184,7 +185,7 @@ class ClassStats:
     def check(self) -> "ClassStats":
         """Raises now if a CUDA update enqueued since the last check was rejected (waits for the
         queued updates); see ``validate`` in the class docstring. A no-op on the CPU."""
-        _dispatch.check_device_status_(self._raw_state)
+        dispatch.check_device_status_(self._raw_state)
         return self
 
     @property
@@ -192,13 +193,11 @@ class ClassStats:
         """The statistics, once any CUDA updates pending a status check have been checked."""
         state = self._raw_state
         if state.device_status is not None:
-            _dispatch.check_device_status_(state)
+            dispatch.check_device_status_(state)
         return state
 
     @_state.setter
     def _state(self, state: StatsState) -> None:
-        from . import ops
-
         self._raw_state = state
         ops.register_owner(state)  # lets a compiled update find this state's device buffers
 
@@ -232,9 +231,8 @@ class ClassStats:
         (CPU) and NCCL (GPU). Ranks may hold different row counts, miss classes, or (with
         ``num_classes=None``) have seen different largest labels; they must agree on ``dim``
         and ``per_class_diag``. Every rank ends with the same values."""
-        from .distributed import all_reduce_
-
-        all_reduce_(self, group)
+        self._fold_compiled_skips()
+        _allreduce.all_reduce_state_(self._state, self._fixed_classes, group)
         return self
 
     def __iadd__(self, other: "ClassStats") -> "ClassStats":
@@ -255,22 +253,24 @@ class ClassStats:
         device = _normalise_device(device)
         copy = self.clone()
         copy._device = device
-        copy._backend = _dispatch.resolve_backend(self._backend_name, device)
+        copy._backend = dispatch.resolve_backend(self._backend_name, device)
         copy._state = empty_state(self.num_classes, self.dim, device, self.per_class_diag)
         copy_into(copy._state, self._state)
         return copy
 
-    def save(self, path: str) -> None:
-        """Writes the statistics to `path` (.safetensors, or .pt), atomically."""
-        from ._persist import save_stats
-
-        save_stats(self, path)
+    def save(self, path: Union[str, os.PathLike], extra: Optional[dict] = None) -> None:
+        """Writes the statistics to `path` (.pt: torch.save; otherwise safetensors), atomically;
+        `extra` (JSON-serialisable) is kept as metadata and returned by :func:`load_stats`."""
+        state = self.state_dict()
+        tensors = {name: state.pop(name) for name in statsfile.TENSORS if name in state}
+        meta = {**state, "options": self._options()}
+        if extra:
+            meta["extra"] = extra
+        statsfile.write(path, tensors, meta)
 
     @staticmethod
-    def load(path: str) -> "ClassStats":
+    def load(path: Union[str, os.PathLike]) -> "ClassStats":
         """Reads statistics written by :meth:`save` (onto the CPU; use .to(device) after)."""
-        from ._persist import load_stats
-
         return load_stats(path)[0]
 
     def reset(self) -> "ClassStats":
@@ -471,18 +471,19 @@ class ClassStats:
             self._compiled_skips.zero_()
         return self
 
-    def __getstate__(self) -> dict:
+    def _options(self) -> dict:
+        """The constructor's keyword arguments that rebuild these statistics."""
         return {
-            "options": {
-                "device": str(self._device),
-                "precision": self._precision,
-                "per_class_diag": self.per_class_diag,
-                "nan_policy": self._nan_policy,
-                "backend": self._backend_name,
-                "validate": self._validate,
-            },
-            "state": self.state_dict(),
+            "device": str(self._device),
+            "precision": self._precision,
+            "per_class_diag": self.per_class_diag,
+            "nan_policy": self._nan_policy,
+            "backend": self._backend_name,
+            "validate": self._validate,
         }
+
+    def __getstate__(self) -> dict:
+        return {"options": self._options(), "state": self.state_dict()}
 
     def __setstate__(self, data: dict) -> None:
         state = data["state"]
@@ -496,3 +497,30 @@ class ClassStats:
             f"num_samples={int(state.counts.sum())}, "
             f"device={self._device}, backend={self._backend!r})"
         )
+
+
+def save_stats(stats: ClassStats, path: Union[str, os.PathLike], extra: Optional[dict] = None) -> None:
+    """Writes `stats` to `path` atomically (see :meth:`ClassStats.save`)."""
+    if not isinstance(stats, ClassStats):
+        raise TypeError(f"stats: expected ClassStats, got {type(stats).__name__}")
+    stats.save(path, extra)
+
+
+def load_stats(path: Union[str, os.PathLike]) -> Tuple[ClassStats, dict]:
+    """(ClassStats on the CPU, the `extra` metadata saved with it) from a file written by
+    :func:`save_stats`; ValueError naming the file when it is not one."""
+    path = os.fspath(path)
+    tensors, meta = statsfile.read(path)
+    try:
+        options = dict(meta.pop("options"))
+        extra = meta.pop("extra", {})
+        num_classes, dim = int(meta["num_classes"]), int(meta["dim"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise statsfile.unreadable(path, err) from None
+    options["device"] = "cpu"
+    stats = ClassStats(num_classes or None, dim, **options)
+    try:
+        stats.load_state_dict({**meta, **tensors})
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return stats, extra

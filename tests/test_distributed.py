@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import ncfast
-from conftest import numpy_stats, offset_data, rel_err
+from reference_stats import numpy_stats, offset_data, rel_err
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 

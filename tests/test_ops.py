@@ -8,7 +8,7 @@ import torch
 
 import ncfast
 import reference_scores as ref
-from conftest import numpy_stats, offset_data, rel_err
+from reference_stats import numpy_stats, offset_data, rel_err
 from ncfast import ops
 
 

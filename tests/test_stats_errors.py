@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import ncfast
-from ncfast import _dispatch
-from conftest import offset_data
+from ncfast.backend import dispatch as _dispatch
+from reference_stats import assert_unchanged, snapshot, offset_data
 
 BACKENDS = ["native", "reference"]
 
@@ -18,19 +18,6 @@ def warm_stats(request):
     """Statistics that already hold rows, so 'unchanged' is a real check."""
     x, y = offset_data(400, 8, 4, seed=30)
     return ncfast.ClassStats(4, 8, per_class_diag=True, backend=request.param).update(x, y)
-
-
-def snapshot(stats):
-    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in stats.state_dict().items()}
-
-
-def assert_unchanged(stats, before):
-    after = stats.state_dict()
-    for key, value in before.items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(after[key], value), key
-        else:
-            assert after[key] == value, key
 
 
 def good_batch(rows=50, dim=8, k=4, seed=31):

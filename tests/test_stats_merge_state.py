@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ncfast
-from conftest import numpy_stats, offset_data, rel_err
+from reference_stats import numpy_stats, offset_data, rel_err
 
 
 def shard_stats(x, y, bounds, k, **kwargs):

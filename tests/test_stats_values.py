@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ncfast
-from conftest import numpy_stats, offset_data, rel_err
+from reference_stats import numpy_stats, offset_data, rel_err
 
 BACKENDS = ["native", "reference"]
 
@@ -102,7 +102,7 @@ def test_16bit_inputs_against_float64_data(dtype, tol):
 
 
 def test_chunked_equals_one_shot_and_block_sizes_agree():
-    from ncfast import _dispatch
+    from ncfast.backend import dispatch as _dispatch
 
     x, y = offset_data(6000, 40, 9, seed=5)
     x32 = torch.from_numpy(x.astype(np.float32))
@@ -214,7 +214,7 @@ def test_blocks_of_seen_and_new_classes_with_skipped_rows(dtype, threads):
     sum z; it needs a 1024-row slab per thread); blocks with a new class take the separate
     passes. Both, interleaved, with NaN/Inf rows dropped under nan_policy="skip", against
     float64 NumPy on the kept rows."""
-    from ncfast import _dispatch
+    from ncfast.backend import dispatch as _dispatch
 
     rows = 12000
     x, y = offset_data(rows, 24, 7, seed=9)

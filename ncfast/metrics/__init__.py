@@ -4,7 +4,7 @@ from .joint import JointStats, LEEPPass
 from .nc import NC2, NCReport, cdnv, nc1, nc1_trace, nc2, nc3, nc_report
 from .ncc import NCCStats
 from .spectrum import alpha_req, eigenvalues, rankme
-from .transfer import FaCe, face, gbc, h_score, h_score_shrinkage, logme, oas_shrinkage, pca_basis, transferability
+from .transfer_scores import FaCe, face, gbc, h_score, h_score_shrinkage, logme, oas_shrinkage, pca_basis, transferability
 
 __all__ = [
     "FaCe", "JointStats", "LEEPPass", "NC2", "NCCStats", "NCReport", "alpha_req", "cdnv", "eigenvalues",

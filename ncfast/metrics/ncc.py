@@ -8,7 +8,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from .._dispatch import NAN_POLICIES
+from ..backend.dispatch import NAN_POLICIES
 from .._inputs import as_features, as_labels, check_label_range
 
 # Rows per chunk are chosen so a chunk's (rows x K) score matrix stays under this many entries.
@@ -140,10 +140,10 @@ class NCCStats:
     def all_reduce(self, group: Optional[Any] = None) -> "NCCStats":
         """Sums the counters of all ranks (torch.distributed), so every rank holds the
         accuracies and NC4 of all ranks' rows."""
-        from ..distributed import _comm_device, _require_initialised
+        from .._allreduce import comm_device, require_initialised
 
-        dist = _require_initialised()
-        device = _comm_device(dist, group, self._device)
+        dist = require_initialised()
+        device = comm_device(dist, group, self._device)
         counters = torch.tensor([getattr(self, n) for n in self._COUNTERS], dtype=torch.int64, device=device)
         dist.all_reduce(counters, op=dist.ReduceOp.SUM, group=group)
         for name, value in zip(self._COUNTERS, counters.tolist()):

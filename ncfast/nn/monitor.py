@@ -11,9 +11,9 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .._batches import module_device
 from .._inputs import to_tensor
 from ..stats import ClassStats
+from ._modules import module_device
 from ._pool import Pool, check_pool, pool_kind, pool_rows
 from .profile import NCProfile, layer_scores
 

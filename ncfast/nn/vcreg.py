@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .._core import _C
+from ..backend.core import _C
 from .._dtypes import FLOAT_CODES
 
 COV_LOSSES = ("square", "smooth_l1")
