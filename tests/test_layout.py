@@ -19,6 +19,7 @@ LAYERS = [
     ("statistics", ["ncfast._allreduce", "ncfast.stats"]),
     ("pass", ["ncfast.pipeline"]),
     ("metrics", ["ncfast.metrics"]),
+    ("plots", ["ncfast.plots"]),
     ("nn", ["ncfast.nn"]),
     ("workflows", ["ncfast.workflows"]),
     ("integrations", ["ncfast.integrations"]),

@@ -1,0 +1,158 @@
+"""What every command shares: argument types and options, user errors, the ranks of a
+``--distributed`` run, and the one pass that turns a dump into statistics."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..io import open_array
+from ..io.atomic import check_writable
+from ..metrics.registry import SCORES, score_stats
+from ..pipeline import accumulate
+
+
+class CommandError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def device(text: str) -> str:
+    try:
+        parsed = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: this PyTorch has no usable CUDA device")
+    return text
+
+
+def parse_metrics(text: Optional[str]) -> List[str]:
+    if not text:
+        return list(SCORES)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in SCORES]
+    if unknown:
+        raise CommandError(f"--metrics: unknown {', '.join(unknown)} (choose from {', '.join(SCORES)})")
+    return names
+
+
+def compute_scores(stats, names: List[str], quiet: bool = False) -> Dict[str, Optional[float]]:
+    """The requested scores; one undefined for these statistics is None, its reason on stderr."""
+    values, notes = score_stats(stats, names)
+    if not quiet:
+        for name, why in notes.items():
+            print(f"ncfast: {name} skipped: {why}", file=sys.stderr)
+    return values
+
+
+def load_matrix(path: str, what: str) -> torch.Tensor:
+    try:
+        return torch.from_numpy(np.load(path)).to(torch.float64)
+    except FileNotFoundError:
+        raise CommandError(f"{what}: no such file: {path}") from None
+    except ValueError as err:
+        raise CommandError(f"{what}: cannot read {path} ({err})") from None
+
+
+class Ranks:
+    """This process's place in a `--distributed` run (rank 0 of 1 otherwise)."""
+
+    def __init__(self, rank: int = 0, world: int = 1) -> None:
+        self.rank, self.world = rank, world
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def share(self, rows: int) -> tuple:
+        """This rank's contiguous slice of the rows."""
+        return rows * self.rank // self.world, rows * (self.rank + 1) // self.world
+
+
+def start_distributed(args) -> Ranks:
+    """Joins the torchrun group: gloo on CPU, NCCL with one GPU per local rank."""
+    if not getattr(args, "distributed", False):
+        return Ranks()
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise CommandError("--distributed: RANK/WORLD_SIZE are not set; start the command with torchrun "
+                           "(torchrun --nproc_per_node=N -m ncfast.cli score ... --distributed)")
+    backend = "gloo"
+    if args.device.startswith("cuda"):
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        args.device = f"cuda:{local}"
+        torch.cuda.set_device(local)
+        backend = "nccl"
+    dist.init_process_group(backend)
+    return Ranks(dist.get_rank(), dist.get_world_size())
+
+
+def stats_for(args, features_spec, labels_spec, label="", ranks: Ranks = Ranks()):
+    feats = open_array(features_spec, "features")
+    labels = open_array(labels_spec, "labels")
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint and ranks.world > 1:
+        checkpoint = f"{checkpoint}.rank{ranks.rank}-of-{ranks.world}"
+    stats = accumulate(
+        feats, labels, num_classes=args.num_classes, per_class_diag=True, device=args.device,
+        chunk_rows=args.chunk_rows, checkpoint=checkpoint, checkpoint_every=getattr(args, "checkpoint_every", None),
+        nan_policy=args.nan_policy,
+        progress=not args.quiet and ranks.is_main, label=label, row_range=ranks.share(feats.rows),
+    )
+    if ranks.world > 1:
+        stats.all_reduce()
+    return stats, feats, labels
+
+
+def check_outputs(args) -> None:
+    """Fails before the pass, not after it, when an output cannot be written."""
+    for option in ("json", "plot", "output", "checkpoint"):
+        path = getattr(args, option, None)
+        if path:
+            check_writable(path, "-o" if option == "output" else f"--{option}")
+    if getattr(args, "plot", None):
+        from ..plots import pyplot
+
+        pyplot()  # matplotlib is an optional extra: say so now, not after the pass
+
+
+def stop_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-classes", type=positive_int, default=None, help="K (default: largest label + 1)")
+    p.add_argument("--device", type=device, default="cpu", help="cpu (default) or cuda[:i]")
+    p.add_argument("--chunk-rows", type=positive_int, default=None,
+                   help="rows per chunk (default: about 64 MiB of features; memory holds about 4 chunks)")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--nan-policy", choices=("raise", "skip"), default="raise",
+                   help="rows with NaN/Inf: an error (default), or dropped and counted")
+
+
+def add_checkpoint_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="save the statistics here as the pass goes; rerunning the same "
+                                        "command after a crash resumes from it")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None,
+                   help="rows between checkpoints (default: every 10 chunks)")

@@ -1,0 +1,135 @@
+"""``ncfast score``: the scores of one dump (or of saved statistics, or of a built-in example),
+with NC2/NC3 and the NC4 second pass when a classifier is given."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional
+
+import torch
+
+from .. import metrics
+from .._progress import Progress
+from ..io import open_array, stream
+from ..metrics.registry import SCORES
+from ..pipeline import accumulate
+from ..stats import load_stats
+from .common import (CommandError, add_checkpoint_options, add_common_options, check_outputs, load_matrix,
+                     parse_metrics, compute_scores, start_distributed, stats_for)
+from .output import print_table, write_json
+
+
+def _example_data():
+    """A built-in example: 200k rows, 256 dims, 20 classes, features of a half-collapsed model."""
+    gen = torch.Generator().manual_seed(0)
+    k, d, n = 20, 256, 200_000
+    centres = 0.25 * torch.randn(k, d, generator=gen)
+    y = torch.randint(0, k, (n,), generator=gen)
+    x = (centres[y] + torch.randn(n, d, generator=gen) * (1.0 + torch.rand(k, generator=gen)[y, None])).float()
+    return open_array(x, "features"), open_array(y, "labels"), centres
+
+
+def _early_classifier(args, dim: int) -> Optional[torch.Tensor]:
+    """Loads --classifier and checks its width before the pass (its rows are checked after)."""
+    if not args.classifier:
+        return None
+    classifier = load_matrix(args.classifier, "--classifier")
+    if classifier.ndim != 2 or classifier.shape[1] != dim:
+        raise CommandError(f"--classifier: {args.classifier} has shape {tuple(classifier.shape)}, "
+                           f"expected (K, {dim}) for {dim}-dimensional features")
+    return classifier
+
+
+def cmd_score(args) -> int:
+    names = parse_metrics(args.metrics)
+    check_outputs(args)
+    if args.stats and (args.features or args.labels):
+        raise CommandError("--stats: scores saved statistics; give it without FEATURES and LABELS")
+    if args.stats and args.bias:
+        raise CommandError("--bias: NC4 needs the features (a second pass); it cannot come from --stats")
+    start = time.perf_counter()
+    ranks = start_distributed(args)
+    if ranks.world > 1 and (args.stats or args.features is None):
+        raise CommandError("--distributed: give FEATURES and LABELS files to share among the ranks")
+    classifier = None
+    given = None
+    if args.features and args.classifier:
+        shape = open_array(args.features, "features").shape
+        if len(shape) != 2:
+            raise CommandError(f"features: expected a 2-D (rows, dim) array in {args.features}, got shape {shape}")
+        given = _early_classifier(args, shape[1])
+    if args.stats:
+        stats, _ = load_stats(args.stats)
+        source = args.stats
+    elif args.features is None:
+        feats, labels, centres = _example_data()
+        print("ncfast: no files given, scoring a built-in example (200,000 x 256, 20 classes)", file=sys.stderr)
+        stats = accumulate(feats, labels, per_class_diag=True, device=args.device, progress=not args.quiet)
+        classifier = centres  # a classifier aligned with the class centres, to show NC3/NC4
+        source = "built-in example"
+    else:
+        if args.labels is None:
+            raise CommandError("labels: give a LABELS file after FEATURES")
+        stats, feats, labels = stats_for(args, args.features, args.labels, ranks=ranks)
+        source = args.features
+    if stats.num_samples == 0:
+        raise CommandError(f"{source}: holds no rows, nothing to score")
+    if args.classifier:
+        classifier = given if given is not None else _early_classifier(args, stats.dim)
+    scores = compute_scores(stats, names, quiet=not ranks.is_main)
+    if classifier is not None:
+        report = metrics.nc_report(stats, classifier=classifier)
+        scores["nc3"] = report.nc3
+        scores["nc2_classifier_etf"] = report.nc2_classifier.etf_distance
+        if args.stats:
+            print("ncfast: nc4 and ncc_accuracy need the features (a second pass); not computed from --stats",
+                  file=sys.stderr)
+        else:
+            bias = load_matrix(args.bias, "--bias") if args.bias else None
+            second = metrics.NCCStats.from_stats(stats, classifier=classifier, bias=bias)
+            feats_src = feats if args.features is None else open_array(args.features, "features")
+            labels_src = labels if args.features is None else open_array(args.labels, "labels")
+            first, stop = ranks.share(feats_src.rows)
+            bar = Progress(stop - first, label="nc4 pass", enabled=not args.quiet and ranks.is_main)
+            for _, x, y in stream(feats_src, labels_src, chunk_rows=1 << 16, start_row=first, stop_row=stop,
+                                  device=args.device):
+                bar.update(x.shape[0])
+                second.update(x, y)  # drops NaN/Inf rows when the first pass did
+            bar.close()
+            if ranks.world > 1:
+                second.all_reduce()
+            scores["nc4"] = second.nc4
+            scores["ncc_accuracy"] = second.ncc_accuracy
+    seconds = time.perf_counter() - start
+    if not ranks.is_main:
+        return 0
+    skipped = f" ({stats.skipped_rows:,} with NaN/Inf skipped)" if stats.skipped_rows else ""
+    print_table(scores, f"{source}: {stats.num_samples:,} rows{skipped}, {stats.dim} dims, "
+                         f"{int((stats.counts > 0).sum())} classes, {seconds:.2f} s")
+    if args.json:
+        write_json(args.json, {"source": str(source), "rows": stats.num_samples, "skipped_rows": stats.skipped_rows,
+                                "dim": stats.dim, "classes": int((stats.counts > 0).sum()), "seconds": seconds,
+                                "ranks": ranks.world, "scores": scores})
+    if args.plot:
+        from ..plots import plot_geometry
+
+        plot_geometry(stats, args.plot)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("score", help="score one feature dump")
+    p.add_argument("features", nargs="?", help=".npy, folder/glob of .npy shards, or file.safetensors[:name]")
+    p.add_argument("labels", nargs="?", help="labels in the same formats")
+    p.add_argument("--stats", help="score saved statistics instead of features")
+    p.add_argument("--metrics", help=f"comma list from: {', '.join(SCORES)} (default: all)")
+    p.add_argument("--classifier", help="(K, D) .npy of last-layer weights: adds NC2/NC3 and NC4 (second pass)")
+    p.add_argument("--bias", help="(K,) .npy classifier bias for NC4")
+    p.add_argument("--json", help="also write the scores here")
+    add_checkpoint_options(p)
+    p.add_argument("--plot", help="PNG of the class-mean geometry and spectrum (needs matplotlib)")
+    p.add_argument("--distributed", action="store_true",
+                   help="under torchrun: each rank reads its share of the rows, statistics are all-reduced")
+    add_common_options(p)
+    p.set_defaults(run=cmd_score)
