@@ -9,7 +9,10 @@
 
 #include "core/class_stats.h"
 #include "cpu/class_stats_cpu.h"
+#include "cpu/gram_accumulator.h"
+#include "cpu/gram_kernels.h"
 #include "cpu/sym_gram_cpu.h"
+#include "cpu/thread_pool.h"
 
 #ifdef NCFAST_WITH_CUDA
 #include "cuda/bindings_cuda.h"
@@ -30,7 +33,7 @@ py::tuple update_class_stats_cpu(uintptr_t counts, uintptr_t means, uintptr_t sc
                                  int64_t num_classes, int64_t dim, uintptr_t features,
                                  int32_t feature_dtype, int64_t rows, int64_t row_stride,
                                  uintptr_t labels, int32_t label_dtype, int32_t nan_policy,
-                                 int64_t block_rows) {
+                                 int64_t block_rows, int32_t precision, int32_t path) {
   ncfast::StatsView stats;
   stats.num_classes = num_classes;
   stats.dim = dim;
@@ -51,9 +54,9 @@ py::tuple update_class_stats_cpu(uintptr_t counts, uintptr_t means, uintptr_t sc
   ncfast::UpdateResult result;
   {
     py::gil_scoped_release no_gil;
-    result = ncfast::cpu::update_class_stats(stats, batch,
-                                             static_cast<ncfast::NanPolicy>(nan_policy),
-                                             block_rows);
+    result = ncfast::cpu::update_class_stats(
+        stats, batch, static_cast<ncfast::NanPolicy>(nan_policy), block_rows,
+        static_cast<ncfast::cpu::CpuPrecision>(precision), static_cast<ncfast::cpu::BlockPath>(path));
   }
   return py::make_tuple(static_cast<int>(result.status), result.row, result.label,
                         result.skipped_rows);
@@ -90,18 +93,46 @@ py::list compiled_isa() {
   return isa;
 }
 
+// Which Gram each input dtype gets on the CPU, per precision: "exact" and "fast" differ only
+// for 16-bit inputs on a build and CPU with the bfloat16 kernel.
+py::dict cpu_gram_info() {
+  using ncfast::DType;
+  using ncfast::cpu::CpuPrecision;
+  const auto narrow = std::string(ncfast::cpu::gram_kernel_name(false, false, 1));
+  const auto wide = std::string(ncfast::cpu::gram_kernel_name(false, false, 1 << 20));
+  const std::string f32 = narrow + " up to D = " + std::to_string(ncfast::cpu::kTiledGramMaxDim) +
+                          ", " + wide + " above";
+  py::dict gram;
+  const std::pair<const char*, DType> dtypes[] = {{"float32", DType::kFloat32},
+                                                  {"float64", DType::kFloat64},
+                                                  {"float16", DType::kFloat16},
+                                                  {"bfloat16", DType::kBFloat16}};
+  for (const auto& [name, dtype] : dtypes) {
+    py::dict modes;
+    for (const auto& [mode, precision] :
+         {std::pair<const char*, CpuPrecision>{"exact", CpuPrecision::kExact}, {"fast", CpuPrecision::kFast}}) {
+      if (dtype == DType::kFloat64) {
+        modes[mode] = std::string(ncfast::cpu::gram_kernel_name(false, true, 0));
+      } else if (ncfast::cpu::uses_bf16_gram(dtype, precision)) {
+        modes[mode] = std::string(ncfast::cpu::gram_kernel_name(true, false, 0));
+      } else {
+        modes[mode] = f32;
+      }
+    }
+    gram[name] = modes;
+  }
+  return gram;
+}
+
 py::dict build_info() {
   py::dict info;
   info["cxx_flags"] = std::string(NCFAST_CXX_FLAGS);
   info["isa"] = compiled_isa();
-#ifdef _OPENMP
-  info["openmp"] = true;
-  info["openmp_version"] = static_cast<int>(_OPENMP);
-#else
   info["openmp"] = false;
-#endif
+  info["threads"] = "ncfast thread pool (spin 50 us, then sleep)";
   info["blas"] = std::string(scipy_openblas_get_config());
   info["num_threads"] = ncfast::cpu::num_threads();
+  info["cpu_gram"] = cpu_gram_info();
 #ifdef NCFAST_WITH_CUDA
   info["cuda"] = true;
   info["cuda_archs"] = std::string(NCFAST_CUDA_ARCHS);
@@ -117,15 +148,17 @@ py::dict build_info() {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "ncfast core kernels (pointer-level API; use the ncfast package, not this module).";
-  // The CPU kernels parallelise with OpenMP themselves and call BLAS from inside each thread.
+  // The CPU kernels split their work over ncfast's own threads and call BLAS from inside each.
   scipy_openblas_set_num_threads(1);
   m.def("update_class_stats_cpu", &update_class_stats_cpu);
-  m.def("default_block_rows", [](int64_t dim, int32_t dtype) {
-    return ncfast::cpu::default_block_rows(dim, static_cast<ncfast::DType>(dtype));
+  m.def("default_block_rows", [](int64_t dim, int32_t dtype, int32_t precision) {
+    return ncfast::cpu::default_block_rows(dim, static_cast<ncfast::DType>(dtype),
+                                           static_cast<ncfast::cpu::CpuPrecision>(precision));
   });
   m.def("build_info", &build_info);
   m.def("get_num_threads", &ncfast::cpu::num_threads);
   m.def("set_num_threads", &ncfast::cpu::set_num_threads);
+  m.def("has_bf16_gram", &ncfast::cpu::has_bf16_gram);
 #ifdef NCFAST_WITH_CUDA
   ncfast::cuda::register_cuda(m);
 #endif

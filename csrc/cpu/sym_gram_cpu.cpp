@@ -1,17 +1,13 @@
-// Two ways to split C = alpha Z^T Z + beta C (upper triangle) over threads, both handing out
-// many small tasks dynamically, so a thread that loses its core to another process (or to the
-// reader thread of a streaming pass) delays at most one task instead of half the work:
-// - row slabs, whenever the rows make at least one slab of max(kMinSlabRows, 2 D) rows per
-//   thread (for D <= kNarrowDim, at least two slabs in all). Each slab's Z_s^T Z_s is one
-//   full-width syrk (BLAS's best shape) into its own partial, and the partials are summed in
-//   slab order (deterministic whichever thread ran which slab). The slab count is a multiple
-//   of the thread count, so no thread is left with one more slab than the others (at D = 512
-//   on two threads, one-off comparison: 7% faster than the column panels). The partials take at
-//   most half the memory of Z itself (slabs <= rows / 2D);
+// Two ways to split C = alpha Z^T Z + beta C (upper triangle) into tasks, both fixed by the
+// shape alone (so the result is the same whatever the thread count), both many small tasks
+// handed out one at a time (a thread that loses its core delays at most one task):
+// - row slabs, whenever the rows make at least two slabs of max(kMinSlabRows, 2 D) rows (up to
+//   kMaxSlabs): each slab's Z_s^T Z_s is one full-width syrk (BLAS's best shape) into its own
+//   partial, and the partials are summed in slab order. The partials take at most half the
+//   memory of Z itself (slabs <= rows / 2D);
 // - otherwise (few rows for their width): column panels of equal area (edges at
-//   dim * sqrt(t / P)), more panels than threads. A panel is one syrk for its diagonal block
-//   plus one gemm for the rectangle above it; no thread writes another's entries, and no
-//   scratch is needed.
+//   dim * sqrt(t / P)). A panel is one syrk for its diagonal block plus one gemm for the
+//   rectangle above it; no task writes another's entries, and no scratch is needed.
 #include "sym_gram_cpu.h"
 
 #include <algorithm>
@@ -19,7 +15,7 @@
 #include <memory>
 #include <vector>
 
-#include "parallel.h"
+#include "thread_pool.h"
 
 #include "blas.h"
 
@@ -27,15 +23,11 @@ namespace ncfast::cpu {
 namespace {
 
 // Below this many output columns the panels are too thin to pay for themselves.
-constexpr int64_t kMinPanelWidth = 32;
-// Tasks per thread: enough that a stalled thread holds back little work.
-constexpr int kTasksPerThread = 4;
+constexpr int64_t kMinPanelWidth = 64;
+constexpr int kMaxPanels = 8;
 // Row slabs shorter than this (or than 2 D) make syrk calls too small.
 constexpr int64_t kMinSlabRows = 128;
-// Up to this D, row slabs are used even when there are fewer of them than threads.
-constexpr int64_t kNarrowDim = 320;
-// Column panels per thread for large D (wide panels keep BLAS near its peak).
-constexpr int kPanelsPerThread = 2;
+constexpr int64_t kMaxSlabs = 8;
 // Panel edges are rounded to this many columns so BLAS micro-kernels see aligned widths.
 constexpr int64_t kPanelAlign = 8;
 
@@ -51,27 +43,23 @@ std::vector<int64_t> equal_area_panel_edges(int64_t dim, int num_panels) {
   return edges;
 }
 
-int max_threads() { return thread_count(); }
-
 template <typename T>
 void row_split(const T* z, int64_t rows, int64_t dim, int64_t ld, T alpha, T beta, T* c,
-               int threads, int64_t slabs) {
-  // One partial per slab (not per thread), summed in slab order: the result does not depend
-  // on which thread ran which slab, so repeated runs agree to the bit.
-  // Not zero-filled: syrk with beta = 0 writes every upper entry each slab's sum reads.
+               int64_t slabs) {
+  // One partial per slab, summed in slab order. Not zero-filled: syrk with beta = 0 writes
+  // every upper entry each slab's sum reads.
   std::unique_ptr<T[]> partials(new T[static_cast<size_t>(slabs * dim * dim)]);
-#pragma omp parallel num_threads(threads)
-  {
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t s = 0; s < slabs; ++s) {
-      const int64_t r0 = rows * s / slabs;
-      const int64_t r1 = rows * (s + 1) / slabs;
-      blas::syrk_upper_at_a(dim, r1 - r0, T(1), z + r0 * ld, ld, T(0),
-                            partials.get() + s * dim * dim, dim);
-    }
-    // C = beta C + alpha sum_s P_s on the upper triangle.
-#pragma omp for schedule(dynamic, 8)
-    for (int64_t i = 0; i < dim; ++i) {
+  parallel_for(slabs, [&](int64_t s, int) {
+    const int64_t r0 = rows * s / slabs;
+    const int64_t r1 = rows * (s + 1) / slabs;
+    blas::syrk_upper_at_a(dim, r1 - r0, T(1), z + r0 * ld, ld, T(0), partials.get() + s * dim * dim,
+                          dim);
+  });
+  // C = beta C + alpha sum_s P_s on the upper triangle.
+  constexpr int64_t kRowsPerTask = 16;
+  parallel_for((dim + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t task, int) {
+    const int64_t end = std::min(dim, (task + 1) * kRowsPerTask);
+    for (int64_t i = task * kRowsPerTask; i < end; ++i) {
       T* out = c + i * dim;
       for (int64_t j = i; j < dim; ++j) {
         T sum = 0;
@@ -79,48 +67,37 @@ void row_split(const T* z, int64_t rows, int64_t dim, int64_t ld, T alpha, T bet
         out[j] = (beta == T(0) ? T(0) : beta * out[j]) + alpha * sum;
       }
     }
-  }
+  });
 }
 
 template <typename T>
 void column_panels(const T* z, int64_t rows, int64_t dim, int64_t ld, T alpha, T beta, T* c,
-                   int threads, int num_panels) {
+                   int num_panels) {
   const std::vector<int64_t> edges = equal_area_panel_edges(dim, num_panels);
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (int p = 0; p < num_panels; ++p) {
+  parallel_for(num_panels, [&](int64_t p, int) {
     const int64_t c0 = edges[p];
     const int64_t width = edges[p + 1] - c0;
     blas::syrk_upper_at_a(width, rows, alpha, z + c0, ld, beta, c + c0 * dim + c0, dim);
     if (c0 > 0) {
       blas::gemm_at_b(c0, width, rows, alpha, z, ld, z + c0, ld, beta, c + c0, dim);
     }
-  }
+  });
 }
 
 template <typename T>
 void sym_gram_upper_impl(const T* z, int64_t rows, int64_t dim, int64_t ld, T alpha, T beta,
                          T* c) {
-  const int threads = max_threads();
-  if (threads > 1) {
-    const int64_t slab_rows = std::max<int64_t>(kMinSlabRows, 2 * dim);
-    const int64_t max_slabs = rows / slab_rows;
-    // Every thread gets a slab (balanced); narrow Z takes row slabs even when fewer can be
-    // made, since its column panels would be thinner still.
-    const bool split = max_slabs >= threads || (dim <= kNarrowDim && max_slabs >= 2);
-    if (split) {
-      int64_t slabs = std::min<int64_t>(int64_t{kTasksPerThread} * threads, max_slabs);
-      if (slabs > threads) slabs -= slabs % threads;
-      row_split(z, rows, dim, ld, alpha, beta, c, threads, slabs);
-      return;
-    }
+  const int64_t slabs = std::min(kMaxSlabs, rows / std::max<int64_t>(kMinSlabRows, 2 * dim));
+  if (slabs >= 2) {
+    row_split(z, rows, dim, ld, alpha, beta, c, slabs);
+    return;
   }
-  const int num_panels = static_cast<int>(std::max<int64_t>(
-      1, std::min<int64_t>(int64_t{kPanelsPerThread} * threads, dim / kMinPanelWidth)));
-  if (threads == 1 || num_panels == 1) {
+  const int num_panels = static_cast<int>(std::clamp<int64_t>(dim / kMinPanelWidth, 1, kMaxPanels));
+  if (num_panels == 1) {
     blas::syrk_upper_at_a(dim, rows, alpha, z, ld, beta, c, dim);
     return;
   }
-  column_panels(z, rows, dim, ld, alpha, beta, c, threads, num_panels);
+  column_panels(z, rows, dim, ld, alpha, beta, c, num_panels);
 }
 
 // Row i of the lower triangle reads column i of the upper one; rows are split over threads
@@ -128,8 +105,8 @@ void sym_gram_upper_impl(const T* z, int64_t rows, int64_t dim, int64_t ld, T al
 template <typename T>
 void mirror_upper_impl(T* c, int64_t dim) {
   constexpr int64_t kTile = 32;
-#pragma omp parallel for schedule(dynamic, 1) if (dim >= 256)
-  for (int64_t i0 = 0; i0 < dim; i0 += kTile) {
+  parallel_for((dim + kTile - 1) / kTile, [&](int64_t t, int) {
+    const int64_t i0 = t * kTile;
     const int64_t i1 = std::min(dim, i0 + kTile);
     for (int64_t j0 = 0; j0 < i1; j0 += kTile) {
       const int64_t j1 = std::min(i1, j0 + kTile);
@@ -137,7 +114,7 @@ void mirror_upper_impl(T* c, int64_t dim) {
         for (int64_t j = j0; j < std::min(j1, i); ++j) c[i * dim + j] = c[j * dim + i];
       }
     }
-  }
+  });
 }
 
 }  // namespace

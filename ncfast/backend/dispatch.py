@@ -16,6 +16,9 @@ BACKENDS = ("auto", "native", "reference")
 
 _STATUS_OK, _STATUS_LABEL, _STATUS_NONFINITE = 0, 1, 2
 NAN_POLICIES = {"raise": 0, "skip": 1}
+# CPU Gram: "fast" is the bfloat16 Gram for 16-bit inputs where the build and CPU have it;
+# "auto" keeps the float32 Gram on the CPU (README "Precision").
+CPU_PRECISIONS = {"auto": 0, "exact": 0, "fast": 1}
 
 
 def native_available(device: torch.device) -> bool:
@@ -48,7 +51,7 @@ def _nonfinite_message(row: int) -> str:
 
 
 def native_update_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str, block_rows: int = 0,
-                   *, precision: str = "auto") -> None:
+                   *, precision: str = "auto", path: int = 0) -> None:
     """Runs the native update of ``state`` by one batch.
 
     CPU: the C++ kernels; raises UpdateError naming the offending row on bad input.
@@ -56,7 +59,9 @@ def native_update_(state: StatsState, features: Tensor, labels: Tensor, nan_poli
     is recorded on the device and raised by :func:`check_device_status_` (the statistics are
     left unchanged, and so are they by later updates until then). ``block_rows`` is the CPU
     block / CUDA chunk size (0: default); ``precision`` ("auto", "exact", "fast") picks the
-    CUDA Gram path and is ignored on the CPU.
+    Gram (CUDA: tensor cores; CPU: "fast" is the bfloat16 Gram for 16-bit inputs, "auto" is
+    "exact"). ``path`` forces a CPU block path (0 auto, 1 one-pass, 2 class-grouped per block,
+    3 class-grouped over windows; tests and benchmarks only).
     """
     if features.device.type == "cuda":
         cuda.update_(state, features, labels, nan_policy, precision, block_rows)
@@ -65,6 +70,8 @@ def native_update_(state: StatsState, features: Tensor, labels: Tensor, nan_poli
         *kernel_args.state_and_batch(state, features, labels),
         NAN_POLICIES[nan_policy],
         block_rows,
+        CPU_PRECISIONS[precision],
+        path,
     )
     if status == _STATUS_LABEL:
         raise UpdateError(_label_message(label, row, state.num_classes))

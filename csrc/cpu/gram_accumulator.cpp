@@ -1,0 +1,151 @@
+#include "gram_accumulator.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "blas.h"
+#include "gram_kernels.h"
+#include "thread_pool.h"
+
+namespace ncfast::cpu {
+namespace {
+
+// Edges 0 = e_0 < ... < e_n = dim of n bands of output rows with about equal shares of the
+// upper triangle (row i holds dim - i entries), on multiples of 16 rows.
+std::vector<int64_t> equal_area_bands(int64_t dim, int64_t n) {
+  std::vector<int64_t> edges{0};
+  for (int64_t t = 1; t < n; ++t) {
+    const double exact = dim * (1.0 - std::sqrt(1.0 - static_cast<double>(t) / n));
+    const int64_t edge = std::llround(exact / 16.0) * 16;
+    if (edge > edges.back() && edge < dim) edges.push_back(edge);
+  }
+  edges.push_back(dim);
+  return edges;
+}
+
+template <typename Z>
+int64_t row_ld(int64_t dim) {
+  if constexpr (std::is_same_v<Z, double>) {
+    return dim;
+  } else {
+    return padded_dim(dim);
+  }
+}
+
+// Rows of Z held by one stored row: two for bfloat16 pairs.
+template <typename Z>
+constexpr int64_t rows_per_line() {
+  return std::is_same_v<Z, Bf16Pair> ? 2 : 1;
+}
+
+}  // namespace
+
+template <typename Z>
+GramAccumulator<Z>::GramAccumulator(int64_t dim, int64_t max_rows)
+    : dim_(dim),
+      ld_(row_ld<Z>(dim)),
+      bands_(equal_area_bands(dim, std::clamp<int64_t>(dim / 128, 1, 8))),
+      reduce_bands_(equal_area_bands(dim, std::clamp<int64_t>(dim / 32, 1, 32))),
+      gram_(static_cast<size_t>(ld_ * ld_), Acc(0)),
+      partials_(static_cast<size_t>(slabs(std::max<int64_t>(max_rows, 1)) * ld_ * ld_)) {}
+
+// Band b of the upper triangle of Z^T Z over `rows` rows of z.
+template <typename Z>
+void GramAccumulator<Z>::band(const Z* z, int64_t rows, int64_t b, Acc* out, bool accumulate) const {
+  const int64_t i0 = bands_[b];
+  const int64_t i1 = bands_[b + 1];
+  if constexpr (std::is_same_v<Z, Bf16Pair>) {
+    gram_upper_bf16_pairs(reinterpret_cast<const uint32_t*>(z), (rows + 1) / 2, dim_, ld_, i0, i1, out,
+                          ld_, accumulate);
+  } else {
+    if constexpr (std::is_same_v<Z, float>) {
+      if (dim_ <= kTiledGramMaxDim) {
+        gram_upper_f32(z, rows, dim_, ld_, i0, i1, out, ld_, accumulate);
+        return;
+      }
+    }
+    const Acc beta = accumulate ? Acc(1) : Acc(0);
+    blas::syrk_upper_at_a(i1 - i0, rows, Acc(1), z + i0, ld_, beta, out + i0 * ld_ + i0, ld_);
+    if (i1 < dim_) {
+      blas::gemm_at_b(i1 - i0, dim_ - i1, rows, Acc(1), z + i0, ld_, z + i1, ld_, beta,
+                      out + i0 * ld_ + i1, ld_);
+    }
+  }
+}
+
+template <typename Z>
+void GramAccumulator<Z>::add_to_partial(int64_t slab, const Z* z, int64_t rows, bool first) {
+  Acc* out = partials_.data() + slab * ld_ * ld_;
+  for (size_t b = 0; b + 1 < bands_.size(); ++b) band(z, rows, static_cast<int64_t>(b), out, !first);
+}
+
+template <typename Z>
+void GramAccumulator<Z>::compute_partials(const Z* z, int64_t rows) {
+  const int64_t num_slabs = slabs(rows);
+  const int64_t num_bands = static_cast<int64_t>(bands_.size()) - 1;
+  parallel_for(num_slabs * num_bands, [&](int64_t task, int) {
+    const int64_t s = task / num_bands;
+    const int64_t r0 = s * kGramSlabRows;
+    const int64_t r1 = std::min(rows, r0 + kGramSlabRows);
+    band(z + (r0 / rows_per_line<Z>()) * ld_, r1 - r0, task % num_bands,
+         partials_.data() + s * ld_ * ld_, false);
+  });
+}
+
+template <typename Z>
+void GramAccumulator<Z>::reduce(int64_t slabs, const Acc* r, int64_t r_rows, double* w,
+                                double unscale2) {
+  const int64_t ld = ld_;
+  const int64_t dim = dim_;
+  const int64_t tasks = static_cast<int64_t>(reduce_bands_.size()) - 1;
+  parallel_for(tasks, [&](int64_t t, int) {
+    const int64_t i0 = reduce_bands_[t];
+    const int64_t i1 = reduce_bands_[t + 1];
+    Acc* g = gram_.data();
+    if (r_rows > 0) {
+      // G[i0:i1, i0:] -= R[:, i0:i1]^T R[:, i0:]
+      blas::gemm_at_b(i1 - i0, dim - i0, r_rows, Acc(-1), r + i0, ld, r + i0, ld, Acc(1),
+                      g + i0 * ld + i0, ld);
+    }
+    // Partials summed pairwise (a fixed tree: the error grows with log2(slabs)), in place.
+    for (int64_t step = 1; step < slabs; step *= 2) {
+      for (int64_t s = 0; s + step < slabs; s += 2 * step) {
+        for (int64_t i = i0; i < i1; ++i) {
+          Acc* to = partials_.data() + (s * ld + i) * ld;
+          const Acc* from = partials_.data() + ((s + step) * ld + i) * ld;
+#pragma omp simd
+          for (int64_t j = i; j < dim; ++j) to[j] += from[j];
+        }
+      }
+    }
+    for (int64_t i = i0; i < i1; ++i) {
+      Acc* gi = g + i * ld;
+      if (slabs > 0) {
+        const Acc* p = partials_.data() + i * ld;
+#pragma omp simd
+        for (int64_t j = i; j < dim; ++j) gi[j] += p[j];
+      }
+      if (w) {
+        double* wi = w + i * dim;
+#pragma omp simd
+        for (int64_t j = i; j < dim; ++j) {
+          wi[j] += static_cast<double>(gi[j]) * unscale2;
+          gi[j] = Acc(0);
+        }
+      }
+    }
+  });
+}
+
+template class GramAccumulator<float>;
+template class GramAccumulator<double>;
+template class GramAccumulator<Bf16Pair>;
+
+const char* gram_kernel_name(bool bf16_pairs, bool float64, int64_t dim) {
+  if (bf16_pairs) return "bfloat16 x bfloat16 -> float32, ncfast AVX512-BF16 kernel";
+  if (float64) return "float64, OpenBLAS dsyrk/dgemm";
+  if (dim <= kTiledGramMaxDim) return "float32, ncfast register-tiled kernel";
+  return "float32, OpenBLAS ssyrk/sgemm";
+}
+
+}  // namespace ncfast::cpu

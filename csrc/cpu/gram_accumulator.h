@@ -1,0 +1,79 @@
+// The block Gram G = sum over blocks of Z^T Z (upper triangle), accumulated in float32
+// (float64 for float64 input) and folded into the float64 scatter W every kFoldRows rows.
+//
+// Work is split by shape alone, never by thread count, so the result is the same to the bit
+// whatever the number of threads: Z is cut into slabs of kSlabRows rows, the upper triangle
+// into bands of output rows of equal area; task (slab, band) writes that band of the slab's
+// own partial, and the reduction adds the partials in slab order.
+//
+// Z's element type picks the kernel: float rows go to the register-tiled kernel for narrow
+// rows (gram_kernels.h) or to OpenBLAS syrk/gemm for wide ones, double rows to OpenBLAS, and
+// uint32_t row pairs of bfloat16 (the fast mode) to the VDPBF16PS kernel.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+namespace ncfast::cpu {
+
+// Up to this D the float32 Gram uses the tiled kernel; above it, OpenBLAS (measured:
+// benchmarks/RESULTS.md, "Gram kernels").
+constexpr int64_t kTiledGramMaxDim = 320;
+
+// Rows per Gram slab (and per pass slab of the fused update).
+constexpr int64_t kGramSlabRows = 1024;
+
+// BFloat16 row pairs: see gram_upper_bf16_pairs.
+struct Bf16Pair {
+  uint32_t bits;
+};
+
+template <typename Z>
+using GramAcc = std::conditional_t<std::is_same_v<Z, double>, double, float>;
+
+template <typename Z>
+class GramAccumulator {
+ public:
+  using Acc = GramAcc<Z>;
+
+  // max_rows: the most rows of one Z buffer (sizes the partials).
+  GramAccumulator(int64_t dim, int64_t max_rows);
+
+  int64_t dim() const { return dim_; }
+  // Leading dimension of Z rows (pair-rows for Bf16Pair), in elements; columns [dim, ld) are
+  // read but only reach padding entries of G.
+  int64_t ld() const { return ld_; }
+  static int64_t slabs(int64_t rows) { return (rows + kGramSlabRows - 1) / kGramSlabRows; }
+
+  // Partial `slab` (+)= Z^T Z of `rows` rows at z (one thread; for passes that make a slab's
+  // Z in pieces). The first call for a slab passes first = true.
+  void add_to_partial(int64_t slab, const Z* z, int64_t rows, bool first);
+
+  // Partials of every slab of a whole Z buffer (one job of slabs x bands tasks).
+  void compute_partials(const Z* z, int64_t rows);
+
+  // One job over bands of G: G += sum_s partial[s] - R^T R for the first `slabs` partials
+  // (summed pairwise; they are consumed) and R (r_rows rows of ld() Acc, may be none). With w
+  // set, then W += G * unscale2 on the upper triangle (W row-major dim x dim) and G = 0.
+  void reduce(int64_t slabs, const Acc* r, int64_t r_rows, double* w, double unscale2);
+
+ private:
+  void band(const Z* z, int64_t rows, int64_t b, Acc* out, bool accumulate) const;
+
+  int64_t dim_;
+  int64_t ld_;
+  std::vector<int64_t> bands_;        // edges of the product's output-row bands
+  std::vector<int64_t> reduce_bands_; // edges of the reduction's bands
+  std::vector<Acc> gram_;             // ld x ld, upper triangle used
+  std::vector<Acc> partials_;         // slabs x ld x ld
+};
+
+extern template class GramAccumulator<float>;
+extern template class GramAccumulator<double>;
+extern template class GramAccumulator<Bf16Pair>;
+
+// Which kernel computes the Gram of Z rows of this type at this D (for build_info).
+const char* gram_kernel_name(bool bf16_pairs, bool float64, int64_t dim);
+
+}  // namespace ncfast::cpu

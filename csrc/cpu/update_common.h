@@ -1,0 +1,179 @@
+// Pieces shared by the two block paths of the CPU update (fused_path.h, grouped_path.h):
+// the journal that undoes a rejected multi-block call, the row loops that centre rows into Z,
+// and the power-of-two scale that keeps Z's squares inside float32 (or float64).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "../core/class_stats.h"
+#include "gram_accumulator.h"
+
+namespace ncfast::cpu {
+
+// ---------------------------------------------------------------------------------------------
+// Z rows: float or double as they are, bfloat16 written into row pairs (Bf16Pair).
+
+template <typename Z>
+struct ZRow {
+  GramAcc<Z>* p;
+  void set(int64_t j, double v) const { p[j] = static_cast<GramAcc<Z>>(v); }
+};
+
+inline uint16_t float_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest, ties to even (finite values)
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+template <>
+struct ZRow<Bf16Pair> {
+  uint16_t* p;  // this row's half of its pair-row; elements two apart
+  void set(int64_t j, double v) const { p[2 * j] = float_to_bf16(static_cast<float>(v)); }
+};
+
+// Row i of a Z buffer with leading dimension ld (elements, or words for pair-rows).
+template <typename Z>
+ZRow<Z> z_row(Z* base, int64_t ld, int64_t i) {
+  if constexpr (std::is_same_v<Z, Bf16Pair>) {
+    return {reinterpret_cast<uint16_t*>(base + (i / 2) * ld) + (i & 1)};
+  } else {
+    return {base + i * ld};
+  }
+}
+
+template <typename Z>
+void zero_z_row(Z* base, int64_t ld, int64_t i, int64_t dim) {
+  const ZRow<Z> z = z_row(base, ld, i);
+  for (int64_t j = 0; j < dim; ++j) z.set(j, 0.0);
+}
+
+// Lines (rows, or pair-rows) of a Z buffer holding `rows` rows.
+template <typename Z>
+int64_t z_lines(int64_t rows) {
+  return std::is_same_v<Z, Bf16Pair> ? (rows + 1) / 2 : rows;
+}
+
+// An odd row count leaves the second half of the last pair-row to be zeroed.
+template <typename Z>
+void pad_z_rows(Z* base, int64_t ld, int64_t rows, int64_t dim) {
+  if constexpr (std::is_same_v<Z, Bf16Pair>) {
+    if (rows % 2) zero_z_row(base, ld, rows, dim);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Magnitudes. The float32 Gram overflows once sum z^2 passes 3.4e38 and loses its digits once
+// z^2 nears 1e-38; a float32 (or bfloat16) Z is therefore scaled by 2^-e when its largest
+// element leaves [2^-40, 2^40], exactly (a power of two), and G is unscaled by 2^2e in float64,
+// which holds every product of float32 values. A float64 Z is never scaled: its Gram has the
+// range of W itself.
+constexpr int kSafeExponent = 40;
+
+// 1 (bit-identical results for ordinary data), or the power of two that brings `bound`
+// (an upper bound of |z|, or the largest |z|) to [0.5, 1).
+template <typename Z>
+double scale_for(double bound) {
+  if constexpr (std::is_same_v<Z, double>) {
+    return 1.0;
+  } else {
+    if (!(bound > 0.0) || !std::isfinite(bound)) return 1.0;
+    int e = 0;
+    std::frexp(bound, &e);
+    if (e >= -kSafeExponent && e <= kSafeExponent) return 1.0;
+    return std::ldexp(1.0, -e);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finiteness: x * 0 is 0 for every finite x and NaN for +-Inf and NaN; summing keeps the loop
+// branch-free.
+template <typename T>
+bool row_is_finite(const T* row, int64_t dim) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t j = 0; j < dim; ++j) acc += row[j] * T(0);
+  return acc == acc;
+}
+
+template <typename T>
+double max_abs(const T* row, int64_t dim) {
+  double m = 0.0;
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < dim; ++j) m = std::max(m, std::fabs(static_cast<double>(row[j])));
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Journal: what a multi-block call changes, so that an error in a later block can undo the
+// earlier ones: W up front, each class's entries the first time it is changed. prepare() runs
+// on one thread before a job; save() from the job's tasks, one task per class.
+class Journal {
+ public:
+  Journal(const StatsView& stats, bool enabled) : s_(stats), enabled_(enabled) {
+    if (!enabled_) return;
+    scatter_.assign(stats.scatter, stats.scatter + stats.dim * stats.dim);
+    index_.assign(static_cast<size_t>(stats.num_classes), -1);
+  }
+
+  bool enabled() const { return enabled_; }
+
+  void prepare(int64_t c) {
+    if (!enabled_ || index_[c] >= 0) return;
+    index_[c] = static_cast<int64_t>(classes_.size());
+    classes_.push_back(c);
+    saved_.push_back(0);
+    const size_t n = classes_.size();
+    const size_t d = static_cast<size_t>(s_.dim);
+    counts_.resize(n);
+    class_scatter_.resize(n);
+    means_.resize(n * d);
+    if (s_.class_diag) diag_.resize(n * d);
+  }
+
+  void save(int64_t c) {
+    if (!enabled_) return;
+    const int64_t k = index_[c];
+    if (saved_[k]) return;
+    saved_[k] = 1;
+    const int64_t d = s_.dim;
+    counts_[k] = s_.counts[c];
+    class_scatter_[k] = s_.class_scatter[c];
+    std::copy_n(s_.means + c * d, d, means_.begin() + k * d);
+    if (s_.class_diag) std::copy_n(s_.class_diag + c * d, d, diag_.begin() + k * d);
+  }
+
+  void restore() const {
+    if (!enabled_) return;
+    const int64_t d = s_.dim;
+    std::copy(scatter_.begin(), scatter_.end(), s_.scatter);
+    for (size_t k = 0; k < classes_.size(); ++k) {
+      if (!saved_[k]) continue;
+      const int64_t c = classes_[k];
+      s_.counts[c] = counts_[k];
+      s_.class_scatter[c] = class_scatter_[k];
+      std::copy_n(means_.begin() + k * d, d, s_.means + c * d);
+      if (s_.class_diag) std::copy_n(diag_.begin() + k * d, d, s_.class_diag + c * d);
+    }
+  }
+
+ private:
+  const StatsView& s_;
+  bool enabled_;
+  std::vector<double> scatter_;
+  std::vector<int64_t> index_;
+  std::vector<int64_t> classes_;
+  std::vector<uint8_t> saved_;
+  std::vector<int64_t> counts_;
+  std::vector<double> class_scatter_;
+  std::vector<double> means_;
+  std::vector<double> diag_;
+};
+
+}  // namespace ncfast::cpu
