@@ -12,6 +12,10 @@ import pytest
 RESULTS: dict = defaultdict(dict)
 # CUDA cases, timed with CUDA events: case name -> {"ncfast": s, "reference": s, "work": {...}}
 CUDA_RESULTS: dict = defaultdict(dict)
+# CPU update cases (test_bench_class_stats.py): case name -> {"rows", "dim", "times", "gram", "load"}
+CPU_CASES: dict = {}
+# Busy-machine runs (test_bench_busy.py): workload -> {"rows", "best": {(build, setting, condition): s}, ...}
+BUSY_RESULTS: dict = {}
 
 
 def scale() -> float:
@@ -69,9 +73,53 @@ def _cuda_summary(tr) -> None:
                   "bandwidth), DESIGN.md section 8; ratio = reference time / ncfast time")
 
 
+def _cpu_summary(tr) -> None:
+    tr.section("ClassStats.update on the CPU (best round; rates count N*D^2 flops)")
+    tr.write_line(f"{'case':<28}{'rows':>10}{'ncfast s':>10}{'GFLOP/s':>9}{'of Gram':>9}{'vs ref':>8}"
+                  f"{'vs torch':>9}{'fast s':>8}{'fast of bf16 Gram':>18}{'fast vs exact':>14}{'load':>12}")
+    for case, res in CPU_CASES.items():
+        t, work = res["times"], res["rows"] * res["dim"] ** 2
+        gram = max(res["gram"].get("block", 0.0), res["gram"].get("syrk", 0.0))
+        line = (f"{case:<28}{res['rows']:>10}{t['ncfast']:>10.3f}{work / t['ncfast'] / 1e9:>9.1f}"
+                f"{work / t['ncfast'] / gram:>9.2f}{t['reference'] / t['ncfast']:>8.2f}"
+                f"{t['torch one-shot'] / t['ncfast']:>9.2f}")
+        if "ncfast fast" in t:
+            fast_gram = res["gram"].get("bf16 block")
+            of_fast = f"{work / t['ncfast fast'] / fast_gram:>18.2f}" if fast_gram else f"{'-':>18}"
+            line += f"{t['ncfast fast']:>8.3f}{of_fast}{t['ncfast'] / t['ncfast fast']:>14.2f}"
+        else:
+            line += f"{'-':>8}{'-':>18}{'-':>14}"
+        tr.write_line(line + f"{res['load']:>12}")
+    tr.write_line("Gram rates (GFLOP/s): " + "; ".join(
+        f"{case.split()[1]}: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in res["gram"].items())
+        for case, res in CPU_CASES.items()))
+    tr.write_line("of Gram = ncfast's rate / the better of its block Gram and OpenBLAS ssyrk at that D; "
+                  "vs ref / vs torch = their time / ncfast's; load = 1-min load average before-after")
+
+
+def _busy_summary(tr) -> None:
+    tr.section("CPU update beside a busy process (best round, seconds)")
+    for workload, res in BUSY_RESULTS.items():
+        best, builds = res["best"], res["builds"]
+        for build in builds:
+            cells = "  ".join(f"{s} {best[(build, s, 'idle')]:.3f} / {best[(build, s, 'busy')]:.3f}"
+                              for s in res["settings"])
+            busy_best = min(best[(build, s, "busy")] for s in res["settings"])
+            tr.write_line(f"{workload} {res['rows']} rows, {build}: idle / busy: {cells};  busy default / best "
+                          f"setting {best[(build, 'default', 'busy')] / busy_best:.2f}")
+        if len(builds) > 1:
+            ratio = best[(builds[0], "default", "idle")] / best[(builds[1], "default", "idle")]
+            tr.write_line(f"{workload}: idle default, {builds[0]} / {builds[1]}: {ratio:.3f}")
+    tr.write_line("targets: busy default within 1.3x of the best setting; idle default within 5% of the baseline")
+
+
 def pytest_terminal_summary(terminalreporter):
     if CUDA_RESULTS:
         _cuda_summary(terminalreporter)
+    if CPU_CASES:
+        _cpu_summary(terminalreporter)
+    if BUSY_RESULTS:
+        _busy_summary(terminalreporter)
     if not RESULTS:
         return
     tr = terminalreporter

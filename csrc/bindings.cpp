@@ -4,8 +4,12 @@
 
 #include <cblas.h>
 
+#include <chrono>
+#include <cstring>
+#include <random>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "core/class_stats.h"
 #include "cpu/class_stats_cpu.h"
@@ -98,8 +102,8 @@ py::list compiled_isa() {
 py::dict cpu_gram_info() {
   using ncfast::DType;
   using ncfast::cpu::CpuPrecision;
-  const auto narrow = std::string(ncfast::cpu::gram_kernel_name(false, false, 1));
-  const auto wide = std::string(ncfast::cpu::gram_kernel_name(false, false, 1 << 20));
+  const auto narrow = std::string(ncfast::cpu::gram_kernel_name(0, false, 1));
+  const auto wide = std::string(ncfast::cpu::gram_kernel_name(0, false, 1 << 20));
   const std::string f32 = narrow + " up to D = " + std::to_string(ncfast::cpu::kTiledGramMaxDim) +
                           ", " + wide + " above";
   py::dict gram;
@@ -112,9 +116,9 @@ py::dict cpu_gram_info() {
     for (const auto& [mode, precision] :
          {std::pair<const char*, CpuPrecision>{"exact", CpuPrecision::kExact}, {"fast", CpuPrecision::kFast}}) {
       if (dtype == DType::kFloat64) {
-        modes[mode] = std::string(ncfast::cpu::gram_kernel_name(false, true, 0));
-      } else if (ncfast::cpu::uses_bf16_gram(dtype, precision)) {
-        modes[mode] = std::string(ncfast::cpu::gram_kernel_name(true, false, 0));
+        modes[mode] = std::string(ncfast::cpu::gram_kernel_name(0, true, 0));
+      } else if (const int bf16 = ncfast::cpu::bf16_gram_for(dtype, precision)) {
+        modes[mode] = std::string(ncfast::cpu::gram_kernel_name(bf16, false, 0));
       } else {
         modes[mode] = f32;
       }
@@ -144,6 +148,43 @@ py::dict build_info() {
   return info;
 }
 
+// Seconds for `blocks` blocks of `block_rows` random rows through the block Gram the CPU update
+// runs (GramAccumulator: slabs x bands, the tree sum, the fold into a float64 W every 16384
+// rows or 8 blocks): the benchmarks' "symmetric Gram alone". kind: 0 float32, 1 float64,
+// 2 bfloat16 row pairs.
+template <typename Z>
+double time_block_gram(int64_t block_rows, int64_t dim, int64_t blocks) {
+  using Acc = ncfast::cpu::GramAcc<Z>;
+  ncfast::cpu::GramAccumulator<Z> gram(dim, block_rows);
+  const bool pairs = std::is_same_v<Z, ncfast::cpu::Bf16Pair>;
+  const int64_t lines = pairs ? (block_rows + 1) / 2 : block_rows;
+  std::vector<Z> z(static_cast<size_t>(lines * gram.ld()));
+  std::mt19937 gen(0);
+  std::normal_distribution<float> normal;
+  for (auto& v : z) {
+    if constexpr (std::is_same_v<Z, ncfast::cpu::Bf16Pair>) {
+      const float a = normal(gen), b = normal(gen);
+      uint32_t ua, ub;
+      std::memcpy(&ua, &a, 4);
+      std::memcpy(&ub, &b, 4);
+      v.bits = (ua >> 16) | (ub & 0xffff0000u);
+    } else {
+      v = static_cast<Acc>(normal(gen));
+    }
+  }
+  std::vector<double> w(static_cast<size_t>(dim * dim), 0.0);
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t pending = 0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    gram.compute_partials(z.data(), block_rows);
+    pending += block_rows;
+    const bool fold = b + 1 == blocks || pending >= 16384 || (b + 1) % 8 == 0;
+    gram.reduce(gram.slabs(block_rows), nullptr, 0, fold ? w.data() : nullptr, 1.0);
+    if (fold) pending = 0;
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -159,6 +200,24 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_num_threads", &ncfast::cpu::num_threads);
   m.def("set_num_threads", &ncfast::cpu::set_num_threads);
   m.def("has_bf16_gram", &ncfast::cpu::has_bf16_gram);
+  // The fast mode's library GEMM (see gram_kernels.h): addresses found by Python in a loaded
+  // library; 0 unregisters.
+  m.def("set_library_bf16_gemm", [](uintptr_t gemm, uintptr_t set_local_threads) {
+    ncfast::cpu::set_library_bf16_gemm(reinterpret_cast<ncfast::cpu::LibraryBf16Gemm>(gemm),
+                                       reinterpret_cast<ncfast::cpu::LibrarySetThreads>(set_local_threads));
+  });
+  m.def("set_bf16_gram_override", &ncfast::cpu::set_bf16_gram_override);
+  m.def("bf16_gram_choice", [] { return static_cast<int>(ncfast::cpu::bf16_gram_choice()); });
+  m.def("time_block_gram", [](int64_t block_rows, int64_t dim, int kind, int64_t blocks) {
+    if (block_rows < 1 || dim < 1 || blocks < 1) throw std::invalid_argument("time_block_gram: bad shape");
+    if (kind == 2 && !ncfast::cpu::has_bf16_gram()) {
+      throw std::invalid_argument("time_block_gram: this build has no bfloat16 kernel");
+    }
+    py::gil_scoped_release no_gil;
+    if (kind == 1) return time_block_gram<double>(block_rows, dim, blocks);
+    if (kind == 2) return time_block_gram<ncfast::cpu::Bf16Pair>(block_rows, dim, blocks);
+    return time_block_gram<float>(block_rows, dim, blocks);
+  });
 #ifdef NCFAST_WITH_CUDA
   ncfast::cuda::register_cuda(m);
 #endif

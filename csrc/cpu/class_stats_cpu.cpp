@@ -40,7 +40,7 @@ constexpr int64_t kLabelChunk = int64_t{1} << 16;
 bool is_16bit(DType dtype) { return dtype == DType::kFloat16 || dtype == DType::kBFloat16; }
 
 int64_t z_bytes(DType dtype, CpuPrecision precision) {
-  if (uses_bf16_gram(dtype, precision)) return 2;
+  if (bf16_gram_for(dtype, precision)) return 2;
   return dtype == DType::kFloat64 ? 8 : 4;
 }
 
@@ -129,8 +129,9 @@ UpdateResult run_update(const StatsView& stats, const BatchView& batch, NanPolic
 
 }  // namespace
 
-bool uses_bf16_gram(DType feature_dtype, CpuPrecision precision) {
-  return precision == CpuPrecision::kFast && is_16bit(feature_dtype) && has_bf16_gram();
+int bf16_gram_for(DType feature_dtype, CpuPrecision precision) {
+  if (precision != CpuPrecision::kFast || !is_16bit(feature_dtype)) return 0;
+  return static_cast<int>(bf16_gram_choice());
 }
 
 int64_t default_block_rows(int64_t dim, DType feature_dtype, CpuPrecision precision) {
@@ -143,7 +144,7 @@ UpdateResult update_class_stats(const StatsView& stats, const BatchView& batch, 
   if (batch.rows <= 0) return {};
   if (block_rows <= 0) block_rows = default_block_rows(stats.dim, batch.feature_dtype, precision);
   block_rows = std::min(block_rows, batch.rows);
-  const bool bf16 = uses_bf16_gram(batch.feature_dtype, precision);
+  const int bf16 = bf16_gram_for(batch.feature_dtype, precision);
   UpdateResult result;
   result.status = UpdateStatus::kBadDtype;
   dispatch_float_dtype(batch.feature_dtype, [&](auto tag) {
@@ -153,8 +154,13 @@ UpdateResult update_class_stats(const StatsView& stats, const BatchView& batch, 
     } else if constexpr (std::is_same_v<In, float>) {
       result = run_update<In, float>(stats, batch, nan_policy, block_rows, path);
     } else {
-      result = bf16 ? run_update<In, Bf16Pair>(stats, batch, nan_policy, block_rows, path)
-                    : run_update<In, float>(stats, batch, nan_policy, block_rows, path);
+      if (bf16 == static_cast<int>(Bf16Gram::kOwnKernel)) {
+        result = run_update<In, Bf16Pair>(stats, batch, nan_policy, block_rows, path);
+      } else if (bf16 == static_cast<int>(Bf16Gram::kLibrary)) {
+        result = run_update<In, Bf16Row>(stats, batch, nan_policy, block_rows, path);
+      } else {
+        result = run_update<In, float>(stats, batch, nan_policy, block_rows, path);
+      }
     }
   });
   return result;

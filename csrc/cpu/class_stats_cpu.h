@@ -20,8 +20,9 @@ enum class BlockPath : int32_t { kAuto = 0, kFused = 1, kGroupedBlocks = 2, kGro
 // block, its Z and the per-class sums stay in the last-level cache between passes.
 int64_t default_block_rows(int64_t dim, DType feature_dtype, CpuPrecision precision);
 
-// Whether `precision` uses the bfloat16 Gram for this dtype in this build on this CPU.
-bool uses_bf16_gram(DType feature_dtype, CpuPrecision precision);
+// The bfloat16 Gram `precision` uses for this dtype in this build on this CPU (0: none, the
+// float32 Gram; else a Bf16Gram of gram_kernels.h).
+int bf16_gram_for(DType feature_dtype, CpuPrecision precision);
 
 // Folds `batch` into `stats` block by block (DESIGN.md section 3, chunk update). All-or-nothing:
 // if any block holds a bad label or (under kRaise) a non-finite row, every earlier block of

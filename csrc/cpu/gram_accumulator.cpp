@@ -57,6 +57,9 @@ void GramAccumulator<Z>::band(const Z* z, int64_t rows, int64_t b, Acc* out, boo
   if constexpr (std::is_same_v<Z, Bf16Pair>) {
     gram_upper_bf16_pairs(reinterpret_cast<const uint32_t*>(z), (rows + 1) / 2, dim_, ld_, i0, i1, out,
                           ld_, accumulate);
+  } else if constexpr (std::is_same_v<Z, Bf16Row>) {
+    library_bf16_gram_band(reinterpret_cast<const uint16_t*>(z), rows, dim_, ld_, i0, i1, out, ld_,
+                           accumulate);
   } else {
     if constexpr (std::is_same_v<Z, float>) {
       if (dim_ <= kTiledGramMaxDim) {
@@ -140,9 +143,15 @@ void GramAccumulator<Z>::reduce(int64_t slabs, const Acc* r, int64_t r_rows, dou
 template class GramAccumulator<float>;
 template class GramAccumulator<double>;
 template class GramAccumulator<Bf16Pair>;
+template class GramAccumulator<Bf16Row>;
 
-const char* gram_kernel_name(bool bf16_pairs, bool float64, int64_t dim) {
-  if (bf16_pairs) return "bfloat16 x bfloat16 -> float32, ncfast AVX512-BF16 kernel";
+const char* gram_kernel_name(int bf16, bool float64, int64_t dim) {
+  if (bf16 == static_cast<int>(Bf16Gram::kOwnKernel)) {
+    return "bfloat16 x bfloat16 -> float32, ncfast AVX512-BF16 kernel";
+  }
+  if (bf16 == static_cast<int>(Bf16Gram::kLibrary)) {
+    return "bfloat16 x bfloat16 -> float32, library GEMM (MKL cblas_gemm_bf16bf16f32, AMX)";
+  }
   if (float64) return "float64, OpenBLAS dsyrk/dgemm";
   if (dim <= kTiledGramMaxDim) return "float32, ncfast register-tiled kernel";
   return "float32, OpenBLAS ssyrk/sgemm";

@@ -8,7 +8,7 @@
 //
 // Z's element type picks the kernel: float rows go to the register-tiled kernel for narrow
 // rows (gram_kernels.h) or to OpenBLAS syrk/gemm for wide ones, double rows to OpenBLAS, and
-// uint32_t row pairs of bfloat16 (the fast mode) to the VDPBF16PS kernel.
+// bfloat16 row pairs (the fast mode) to the VDPBF16PS kernel, bfloat16 rows to a library GEMM.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +27,10 @@ constexpr int64_t kGramSlabRows = 1024;
 // BFloat16 row pairs: see gram_upper_bf16_pairs.
 struct Bf16Pair {
   uint32_t bits;
+};
+// BFloat16 rows, row-major, for a library GEMM (library_bf16_gram_band).
+struct Bf16Row {
+  uint16_t bits;
 };
 
 template <typename Z>
@@ -72,8 +76,10 @@ class GramAccumulator {
 extern template class GramAccumulator<float>;
 extern template class GramAccumulator<double>;
 extern template class GramAccumulator<Bf16Pair>;
+extern template class GramAccumulator<Bf16Row>;
 
-// Which kernel computes the Gram of Z rows of this type at this D (for build_info).
-const char* gram_kernel_name(bool bf16_pairs, bool float64, int64_t dim);
+// Which kernel computes the Gram for this input (for build_info): bf16 is the fast mode's
+// choice (bf16_gram_choice) or 0 for the exact Gram.
+const char* gram_kernel_name(int bf16, bool float64, int64_t dim);
 
 }  // namespace ncfast::cpu

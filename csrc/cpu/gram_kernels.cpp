@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string_view>
 #include <utility>
+
+#include <atomic>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -198,6 +201,56 @@ void gram_upper_f32(const float* z, int64_t rows, int64_t dim, int64_t ld, int64
                     int64_t i_end, float* out, int64_t ldo, bool accumulate) {
   gram_upper<F32>(z, rows, dim, ld, i_begin, i_end, out, ldo, accumulate);
 }
+
+namespace {
+std::atomic<LibraryBf16Gemm> g_library_gemm{nullptr};
+std::atomic<LibrarySetThreads> g_library_threads{nullptr};
+std::atomic<int> g_bf16_override{-1};
+
+bool cpu_has(const char* what) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (std::string_view(what) == "amx-bf16") return __builtin_cpu_supports("amx-bf16");
+  if (std::string_view(what) == "avx512bf16") return __builtin_cpu_supports("avx512bf16");
+  if (std::string_view(what) == "amd") return __builtin_cpu_is("amd");
+#endif
+  (void)what;
+  return false;
+}
+}  // namespace
+
+void set_library_bf16_gemm(LibraryBf16Gemm gemm, LibrarySetThreads set_local_threads) {
+  g_library_threads.store(set_local_threads);
+  g_library_gemm.store(gemm);
+}
+
+void library_bf16_gram_band(const uint16_t* z, int64_t rows, int64_t dim, int64_t ld, int64_t i0,
+                            int64_t i1, float* out, int64_t ldo, bool accumulate) {
+  const LibraryBf16Gemm gemm = g_library_gemm.load();
+  thread_local bool single = false;
+  if (!single) {
+    if (const LibrarySetThreads set = g_library_threads.load()) set(1);  // our threads split the work
+    single = true;
+  }
+  constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+  gemm(kRowMajor, kTrans, kNoTrans, static_cast<int>(i1 - i0), static_cast<int>(dim - i0),
+       static_cast<int>(rows), 1.0f, z + i0, static_cast<int>(ld), z + i0, static_cast<int>(ld),
+       accumulate ? 1.0f : 0.0f, out + i0 * ldo + i0, static_cast<int>(ldo));
+}
+
+Bf16Gram bf16_gram_choice() {
+  const int forced = g_bf16_override.load();
+  if (forced == static_cast<int>(Bf16Gram::kLibrary) && g_library_gemm.load()) return Bf16Gram::kLibrary;
+  if (forced == static_cast<int>(Bf16Gram::kOwnKernel) && has_bf16_gram()) return Bf16Gram::kOwnKernel;
+  if (forced == static_cast<int>(Bf16Gram::kNone)) return Bf16Gram::kNone;
+  static const bool amx = cpu_has("amx-bf16");
+  static const bool own = has_bf16_gram() && cpu_has("avx512bf16") && cpu_has("amd");
+  if (amx && g_library_gemm.load()) return Bf16Gram::kLibrary;
+  if (own) return Bf16Gram::kOwnKernel;
+  return Bf16Gram::kNone;
+}
+
+void set_bf16_gram_override(int choice) { g_bf16_override.store(choice); }
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
 bool has_bf16_gram() { return true; }

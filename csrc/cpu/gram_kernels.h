@@ -37,4 +37,29 @@ void gram_upper_bf16_pairs(const uint32_t* zp, int64_t pairs, int64_t dim, int64
 // Output rows per tile: band edges passed as i_begin must be multiples of it.
 constexpr int64_t kGramTileRows = 8;
 
+// A library's bfloat16 GEMM with float32 accumulation and output, in the CBLAS form of MKL's
+// cblas_gemm_bf16bf16f32 (MKL runs it on AMX tiles where the CPU has them). The core links no
+// such library: Python finds the function in a library already loaded (torch's) and registers
+// its address, with the library's per-thread thread-count setter (so that each call runs on
+// the calling thread).
+using LibraryBf16Gemm = void (*)(int layout, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                                 const uint16_t* a, int lda, const uint16_t* b, int ldb, float beta,
+                                 float* c, int ldc);
+using LibrarySetThreads = int (*)(int);
+void set_library_bf16_gemm(LibraryBf16Gemm gemm, LibrarySetThreads set_local_threads);
+
+// C[i0:i1, i0:dim] (+)= Z[:, i0:i1]^T Z[:, i0:dim] over `rows` row-major bfloat16 rows.
+void library_bf16_gram_band(const uint16_t* z, int64_t rows, int64_t dim, int64_t ld, int64_t i0,
+                            int64_t i1, float* out, int64_t ldo, bool accumulate);
+
+// Which bfloat16 Gram the fast mode uses on this CPU: a library GEMM where the CPU has AMX-BF16
+// (and one was registered); ncfast's VDPBF16PS kernel on AMD CPUs with AVX512-BF16, where it
+// runs at about twice the float32 FMA rate (on Intel CPUs it runs no faster than float32 FMA);
+// none otherwise (fast is then exact).
+enum class Bf16Gram : int32_t { kNone = 0, kOwnKernel = 1, kLibrary = 2 };
+Bf16Gram bf16_gram_choice();
+// Tests: -1 (the CPU's choice), or force one (kOwnKernel needs has_bf16_gram(), kLibrary a
+// registered GEMM).
+void set_bf16_gram_override(int choice);
+
 }  // namespace ncfast::cpu

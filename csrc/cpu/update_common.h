@@ -17,7 +17,8 @@
 namespace ncfast::cpu {
 
 // ---------------------------------------------------------------------------------------------
-// Z rows: float or double as they are, bfloat16 written into row pairs (Bf16Pair).
+// Z rows: float or double as they are; bfloat16 written into row pairs (Bf16Pair) or rows
+// (Bf16Row).
 
 template <typename Z>
 struct ZRow {
@@ -38,10 +39,18 @@ struct ZRow<Bf16Pair> {
   void set(int64_t j, double v) const { p[2 * j] = float_to_bf16(static_cast<float>(v)); }
 };
 
+template <>
+struct ZRow<Bf16Row> {
+  uint16_t* p;
+  void set(int64_t j, double v) const { p[j] = float_to_bf16(static_cast<float>(v)); }
+};
+
 // Row i of a Z buffer with leading dimension ld (elements, or words for pair-rows).
 template <typename Z>
 ZRow<Z> z_row(Z* base, int64_t ld, int64_t i) {
-  if constexpr (std::is_same_v<Z, Bf16Pair>) {
+  if constexpr (std::is_same_v<Z, Bf16Row>) {
+    return {reinterpret_cast<uint16_t*>(base + i * ld)};
+  } else if constexpr (std::is_same_v<Z, Bf16Pair>) {
     return {reinterpret_cast<uint16_t*>(base + (i / 2) * ld) + (i & 1)};
   } else {
     return {base + i * ld};
