@@ -1,9 +1,10 @@
 // The one-pass block update (DESIGN.md section 3, chunk update, with s_c = mu_c): for a block
 // whose classes all have rows, few enough that their rank-k correction is cheap.
-//   1. one job over slabs of kGramSlabRows rows: each row is checked for NaN/Inf, centred on
-//      its class's running mean in float64 (v = x - mu_c) and rounded once into Z, while each
-//      slab sums v, |v|^2 (and v_j^2) per slot; for narrow rows the slab's Gram is made in the
-//      same task from a cache-sized chunk of Z, so Z never reaches memory;
+//   1. one job over slabs of kGramSlabRows rows: each row is centred on its class's running
+//      mean in float64 (v = x - mu_c; |v|^2 first, which also finds NaN/Inf rows) and rounded
+//      once into Z, while each slab sums v, |v|^2 (and v_j^2) per slot; for narrow rows the
+//      slab's Gram is made in the same task from a cache-sized chunk of Z, so Z never reaches
+//      memory;
 //   2. one job over slots: d_c = sum v / m_c, the correction row sqrt(m_c^2 / n'_c) d_c, and the
 //      class's n_c, mu_c, tr_c, q_c;
 //   3. the Gram of Z (wide rows), then G += partials - R^T R, folded into W when due.
@@ -115,41 +116,37 @@ class FusedBlock {
       for (int64_t i = c0; i < c1; ++i) {
         const ZRow<Z> z = z_row(zbuf, ld_, i - base);
         const W* x = reader.load(c_.row(r0 + i), dim);
-        if (!row_is_finite(x, dim)) {
+        const int32_t slot = c_.row_slot[i];
+        const double* mu = c_.s.means + c_.slot_class[slot] * dim;
+        // First look: |x - mu|^2, which also tells whether the row is finite.
+        const double norm = sum_sq_diff(x, mu, dim);
+        if (!finite_by_norm(norm, x, dim)) {
           if (first_bad < 0) first_bad = i;
           ++bad;
           zero_z_row(zbuf, ld_, i - base, dim);
           continue;
         }
-        const int32_t slot = c_.row_slot[i];
-        const double* mu = c_.s.means + c_.slot_class[slot] * dim;
         double* sum = sums + static_cast<int64_t>(slot) * dim;
-        double norm = 0.0;
-        double m = 0.0;
         if (sq) {
           double* sqs = sq + static_cast<int64_t>(slot) * dim;
-#pragma omp simd reduction(+ : norm) reduction(max : m)
+#pragma omp simd
           for (int64_t j = 0; j < dim; ++j) {
             const double v = static_cast<double>(x[j]) - mu[j];
             z.set(j, v * scale);
             sum[j] += v;
             sqs[j] += v * v;
-            norm += v * v;
-            m = std::max(m, std::fabs(v));
           }
         } else {
-#pragma omp simd reduction(+ : norm) reduction(max : m)
+#pragma omp simd
           for (int64_t j = 0; j < dim; ++j) {
             const double v = static_cast<double>(x[j]) - mu[j];
             z.set(j, v * scale);
             sum[j] += v;
-            norm += v * v;
-            m = std::max(m, std::fabs(v));
           }
         }
         norms[slot] += norm;
         ++counts[slot];
-        largest = std::max(largest, m);
+        largest = std::max(largest, norm);
       }
       if (in_pass) {
         pad_z_rows(zbuf, ld_, c1 - c0, dim);
@@ -159,7 +156,7 @@ class FusedBlock {
     if (!in_pass && i1 == b) pad_z_rows(zbuf, ld_, b, dim);
     first_bad_[slab] = first_bad;
     bad_[slab] = bad;
-    largest_[slab] = largest;
+    largest_[slab] = std::sqrt(largest);  // >= the largest |v| of the slab
   }
 
   // Step 2 for one slot: d = (sum v) / m, n' = n + m; mu += (m / n') d,

@@ -111,6 +111,37 @@ bool row_is_finite(const T* row, int64_t dim) {
   return acc == acc;
 }
 
+// sum_j (row_j - shift_j)^2 in float64 (shift may be null: zero), or +Inf/NaN when the row holds
+// Inf or NaN. For float rows the sum is finite exactly when the row is (float32 squares never
+// overflow float64), so one pass checks the row and measures it.
+template <typename T>
+double sum_sq_diff(const T* row, const double* shift, int64_t dim) {
+  double acc = 0.0;
+  if (shift) {
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < dim; ++j) {
+      const double v = static_cast<double>(row[j]) - shift[j];
+      acc += v * v;
+    }
+  } else {
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < dim; ++j) acc += static_cast<double>(row[j]) * static_cast<double>(row[j]);
+  }
+  return acc;
+}
+
+// Whether a row whose sum_sq_diff is `norm2` is finite: for float rows, iff norm2 is; for
+// double rows a finite norm2 proves it, an infinite one needs a look at the row.
+template <typename T>
+bool finite_by_norm(double norm2, const T* row, int64_t dim) {
+  if (norm2 <= std::numeric_limits<double>::max()) return true;
+  if constexpr (std::is_same_v<T, double>) {
+    return !(norm2 != norm2) && row_is_finite(row, dim);
+  } else {
+    return false;
+  }
+}
+
 template <typename T>
 double max_abs(const T* row, int64_t dim) {
   double m = 0.0;
