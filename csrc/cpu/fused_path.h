@@ -59,18 +59,27 @@ class FusedBlock {
     bad_.resize(static_cast<size_t>(slabs));
     largest_.resize(static_cast<size_t>(slabs));
 
+    // Up to three tries: unchecked; checked if a row was not finite; scaled if the magnitudes
+    // call for it (each try makes the slabs' sums and partials anew).
     double scale = 1.0;
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      parallel_for(slabs, [&](int64_t slab, int worker) { centre_slab(r0, b, slab, k, scale, worker); });
+    bool checked = false;
+    for (;;) {
+      parallel_for(slabs, [&](int64_t slab, int worker) { centre_slab(r0, b, slab, k, scale, checked, worker); });
       int64_t bad = 0;
+      for (int64_t s = 0; s < slabs; ++s) bad += bad_[s];
+      if (bad && !checked) {
+        checked = true;
+        continue;
+      }
       for (int64_t s = 0; s < slabs; ++s) {
         if (bad_[s] && c_.nan_policy == NanPolicy::kRaise) return nonfinite_at(r0 + first_bad_[s]);
-        bad += bad_[s];
       }
-      if (attempt == 0) c_.skipped_rows += bad;
       const double largest = *std::max_element(largest_.begin(), largest_.end());
       const double wanted = scale_for<Z>(largest);
-      if (wanted == scale) break;
+      if (wanted == scale) {
+        c_.skipped_rows += bad;
+        break;
+      }
       scale = wanted;  // extreme magnitudes: make Z again, scaled
     }
 
@@ -90,12 +99,42 @@ class FusedBlock {
   }
 
  private:
-  // Step 1 for one slab.
-  void centre_slab(int64_t r0, int64_t b, int64_t slab, int64_t k, double scale, int worker) {
-    const int64_t dim = dim_;
+  // Step 1 for one slab. Unchecked (the first try): every row is centred at once and a row
+  // holding NaN/Inf shows as a non-finite |v|^2, which sends the block back for a checked pass
+  // (each row looked at before it is used). Its sums are then polluted, but nothing of the
+  // block has been committed yet.
+  void centre_slab(int64_t r0, int64_t b, int64_t slab, int64_t k, double scale, bool checked, int worker) {
     const bool diag = !sq_.empty();
+    if (diag) {
+      scale == 1.0 ? centre_slab_as<true, false>(r0, b, slab, k, scale, checked, worker)
+                   : centre_slab_as<true, true>(r0, b, slab, k, scale, checked, worker);
+    } else {
+      scale == 1.0 ? centre_slab_as<false, false>(r0, b, slab, k, scale, checked, worker)
+                   : centre_slab_as<false, true>(r0, b, slab, k, scale, checked, worker);
+    }
+  }
+
+  // v = x - mu into Z (times scale), the slot's sum of v (and of v_j^2); returns |v|^2.
+  template <bool kDiag, bool kScaled>
+  static double centre_row(const W* x, const double* mu, ZRow<Z> z, double* sum, double* sq, double scale,
+                           int64_t dim) {
+    double norm = 0.0;
+#pragma omp simd reduction(+ : norm)
+    for (int64_t j = 0; j < dim; ++j) {
+      const double v = static_cast<double>(x[j]) - mu[j];
+      z.set(j, kScaled ? v * scale : v);
+      sum[j] += v;
+      if constexpr (kDiag) sq[j] += v * v;
+      norm += v * v;
+    }
+    return norm;
+  }
+
+  template <bool kDiag, bool kScaled>
+  void centre_slab_as(int64_t r0, int64_t b, int64_t slab, int64_t k, double scale, bool checked, int worker) {
+    const int64_t dim = dim_;
     double* sums = sums_.data() + slab * k * dim;
-    double* sq = diag ? sq_.data() + slab * k * dim : nullptr;
+    double* sq = kDiag ? sq_.data() + slab * k * dim : nullptr;
     double* norms = norms_.data() + slab * k;
     int64_t* counts = counts_.data() + slab * k;
     std::fill_n(sums, k * dim, 0.0);
@@ -118,36 +157,31 @@ class FusedBlock {
         const W* x = reader.load(c_.row(r0 + i), dim);
         const int32_t slot = c_.row_slot[i];
         const double* mu = c_.s.means + c_.slot_class[slot] * dim;
-        // First look: |x - mu|^2, which also tells whether the row is finite.
-        const double norm = sum_sq_diff(x, mu, dim);
-        if (!finite_by_norm(norm, x, dim)) {
-          if (first_bad < 0) first_bad = i;
-          ++bad;
-          zero_z_row(zbuf, ld_, i - base, dim);
-          continue;
-        }
         double* sum = sums + static_cast<int64_t>(slot) * dim;
-        if (sq) {
-          double* sqs = sq + static_cast<int64_t>(slot) * dim;
-#pragma omp simd
-          for (int64_t j = 0; j < dim; ++j) {
-            const double v = static_cast<double>(x[j]) - mu[j];
-            z.set(j, v * scale);
-            sum[j] += v;
-            sqs[j] += v * v;
+        double* sqs = kDiag ? sq + static_cast<int64_t>(slot) * dim : nullptr;
+        double norm;
+        if (checked) {
+          norm = sum_sq_diff(x, mu, dim);
+          if (!finite_by_norm(norm, x, dim)) {
+            if (first_bad < 0) first_bad = i;
+            ++bad;
+            zero_z_row(zbuf, ld_, i - base, dim);
+            continue;
           }
+          centre_row<kDiag, kScaled>(x, mu, z, sum, sqs, scale, dim);
         } else {
-#pragma omp simd
-          for (int64_t j = 0; j < dim; ++j) {
-            const double v = static_cast<double>(x[j]) - mu[j];
-            z.set(j, v * scale);
-            sum[j] += v;
+          norm = centre_row<kDiag, kScaled>(x, mu, z, sum, sqs, scale, dim);
+          if (!(norm <= std::numeric_limits<double>::max())) {
+            first_bad = i;  // not necessarily a bad row (float64 squares may overflow): check
+            bad = 1;
+            break;
           }
         }
         norms[slot] += norm;
         ++counts[slot];
         largest = std::max(largest, norm);
       }
+      if (bad && !checked) break;
       if (in_pass) {
         pad_z_rows(zbuf, ld_, c1 - c0, dim);
         c_.gram.add_to_partial(slab, zbuf, c1 - c0, c0 == i0);
