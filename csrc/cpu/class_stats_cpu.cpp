@@ -19,6 +19,7 @@
 #include "fused_path.h"
 #include "gram_kernels.h"
 #include "grouped_path.h"
+#include "sym_gram_cpu.h"
 #include "thread_pool.h"
 #include "update_context.h"
 
@@ -72,16 +73,6 @@ int64_t first_bad_label(const BatchView& batch, int64_t num_classes) {
   return -1;
 }
 
-void symmetrize_from_upper(double* a, int64_t dim) {
-  constexpr int64_t kRowsPerTask = 32;
-  parallel_for((dim + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t task, int) {
-    const int64_t end = std::min(dim, (task + 1) * kRowsPerTask);
-    for (int64_t i = std::max<int64_t>(1, task * kRowsPerTask); i < end; ++i) {
-      for (int64_t j = 0; j < i; ++j) a[i * dim + j] = a[j * dim + i];
-    }
-  });
-}
-
 template <typename In, typename Z>
 UpdateResult run_update(const StatsView& stats, const BatchView& batch, NanPolicy nan_policy,
                         int64_t block_rows, BlockPath path) {
@@ -121,7 +112,7 @@ UpdateResult run_update(const StatsView& stats, const BatchView& batch, NanPolic
     }
     r0 += n;
   }
-  symmetrize_from_upper(stats.scatter, stats.dim);
+  mirror_upper(stats.scatter, stats.dim);  // W is kept whole for its readers
   UpdateResult result;
   result.skipped_rows = ctx.skipped_rows;
   return result;

@@ -46,8 +46,10 @@ GramAccumulator<Z>::GramAccumulator(int64_t dim, int64_t max_rows)
       ld_(row_ld<Z>(dim)),
       bands_(equal_area_bands(dim, std::clamp<int64_t>(dim / 128, 1, 8))),
       reduce_bands_(equal_area_bands(dim, std::clamp<int64_t>(dim / 32, 1, 32))),
-      gram_(static_cast<size_t>(ld_ * ld_), Acc(0)),
-      partials_(static_cast<size_t>(slabs(std::max<int64_t>(max_rows, 1)) * ld_ * ld_)) {}
+      scratch_(static_cast<size_t>((1 + slabs(std::max<int64_t>(max_rows, 1))) * ld_ * ld_)) {
+  gram_ = scratch_.data();
+  partials_ = gram_ + ld_ * ld_;
+}
 
 // Band b of the upper triangle of Z^T Z over `rows` rows of z.
 template <typename Z>
@@ -78,7 +80,7 @@ void GramAccumulator<Z>::band(const Z* z, int64_t rows, int64_t b, Acc* out, boo
 
 template <typename Z>
 void GramAccumulator<Z>::add_to_partial(int64_t slab, const Z* z, int64_t rows, bool first) {
-  Acc* out = partials_.data() + slab * ld_ * ld_;
+  Acc* out = partials_ + slab * ld_ * ld_;
   for (size_t b = 0; b + 1 < bands_.size(); ++b) band(z, rows, static_cast<int64_t>(b), out, !first);
 }
 
@@ -90,54 +92,61 @@ void GramAccumulator<Z>::compute_partials(const Z* z, int64_t rows) {
     const int64_t s = task / num_bands;
     const int64_t r0 = s * kGramSlabRows;
     const int64_t r1 = std::min(rows, r0 + kGramSlabRows);
-    band(z + (r0 / rows_per_line<Z>()) * ld_, r1 - r0, task % num_bands,
-         partials_.data() + s * ld_ * ld_, false);
+    band(z + (r0 / rows_per_line<Z>()) * ld_, r1 - r0, task % num_bands, partials_ + s * ld_ * ld_, false);
   });
 }
 
 template <typename Z>
 void GramAccumulator<Z>::reduce(int64_t slabs, const Acc* r, int64_t r_rows, double* w,
                                 double unscale2) {
+  if (slabs == 0 && r_rows == 0 && gram_empty_) return;
   const int64_t ld = ld_;
   const int64_t dim = dim_;
+  const bool empty = gram_empty_;
   const int64_t tasks = static_cast<int64_t>(reduce_bands_.size()) - 1;
   parallel_for(tasks, [&](int64_t t, int) {
     const int64_t i0 = reduce_bands_[t];
     const int64_t i1 = reduce_bands_[t + 1];
-    Acc* g = gram_.data();
-    if (r_rows > 0) {
-      // G[i0:i1, i0:] -= R[:, i0:i1]^T R[:, i0:]
-      blas::gemm_at_b(i1 - i0, dim - i0, r_rows, Acc(-1), r + i0, ld, r + i0, ld, Acc(1),
-                      g + i0 * ld + i0, ld);
-    }
+    Acc* g = gram_;
     // Partials summed pairwise (a fixed tree: the error grows with log2(slabs)), in place.
     for (int64_t step = 1; step < slabs; step *= 2) {
       for (int64_t s = 0; s + step < slabs; s += 2 * step) {
         for (int64_t i = i0; i < i1; ++i) {
-          Acc* to = partials_.data() + (s * ld + i) * ld;
-          const Acc* from = partials_.data() + ((s + step) * ld + i) * ld;
+          Acc* to = partials_ + (s * ld + i) * ld;
+          const Acc* from = partials_ + ((s + step) * ld + i) * ld;
 #pragma omp simd
           for (int64_t j = i; j < dim; ++j) to[j] += from[j];
         }
       }
     }
+    // G = (empty ? 0 : G) + sum of partials - R^T R on this band's upper triangle.
     for (int64_t i = i0; i < i1; ++i) {
       Acc* gi = g + i * ld;
-      if (slabs > 0) {
-        const Acc* p = partials_.data() + i * ld;
+      const Acc* p = partials_ + i * ld;
+      if (empty && slabs > 0) {
+        std::copy(p + i, p + dim, gi + i);
+      } else if (empty) {
+        std::fill(gi + i, gi + dim, Acc(0));
+      } else if (slabs > 0) {
 #pragma omp simd
         for (int64_t j = i; j < dim; ++j) gi[j] += p[j];
       }
-      if (w) {
+    }
+    if (r_rows > 0) {
+      // G[i0:i1, i0:] -= R[:, i0:i1]^T R[:, i0:]
+      blas::gemm_at_b(i1 - i0, dim - i0, r_rows, Acc(-1), r + i0, ld, r + i0, ld, Acc(1),
+                      g + i0 * ld + i0, ld);
+    }
+    if (w) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const Acc* gi = g + i * ld;
         double* wi = w + i * dim;
 #pragma omp simd
-        for (int64_t j = i; j < dim; ++j) {
-          wi[j] += static_cast<double>(gi[j]) * unscale2;
-          gi[j] = Acc(0);
-        }
+        for (int64_t j = i; j < dim; ++j) wi[j] += static_cast<double>(gi[j]) * unscale2;
       }
     }
   });
+  gram_empty_ = w != nullptr;  // folded: G counts as zero without being cleared
 }
 
 template class GramAccumulator<float>;

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -35,6 +36,56 @@ struct Bf16Row {
 
 template <typename Z>
 using GramAcc = std::conditional_t<std::is_same_v<Z, double>, double, float>;
+
+// Uninitialised scratch that the calls of one thread reuse (a D x D Gram and its partials
+// would otherwise be allocated and zeroed by every call, which costs a small batch more than
+// its Gram); taken by one owner at a time, released after use when over kKeepBytes.
+template <typename T>
+class ScratchBuffer {
+ public:
+  explicit ScratchBuffer(size_t n) {
+    Pool& pool = pool_();
+    if (!pool.busy) {
+      pool.busy = true;
+      owner_ = true;
+      if (pool.size < n) {
+        pool.data.reset(new T[n]);
+        pool.size = n;
+      }
+      data_ = pool.data.get();
+    } else {
+      own_.reset(new T[n]);
+      data_ = own_.get();
+    }
+  }
+  ~ScratchBuffer() {
+    if (!owner_) return;
+    Pool& pool = pool_();
+    pool.busy = false;
+    if (pool.size * sizeof(T) > kKeepBytes) {
+      pool.data.reset();
+      pool.size = 0;
+    }
+  }
+  ScratchBuffer(const ScratchBuffer&) = delete;
+  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
+  T* data() const { return data_; }
+
+ private:
+  static constexpr size_t kKeepBytes = size_t{64} << 20;
+  struct Pool {
+    std::unique_ptr<T[]> data;
+    size_t size = 0;
+    bool busy = false;
+  };
+  static Pool& pool_() {
+    thread_local Pool pool;
+    return pool;
+  }
+  bool owner_ = false;
+  std::unique_ptr<T[]> own_;
+  T* data_ = nullptr;
+};
 
 template <typename Z>
 class GramAccumulator {
@@ -69,8 +120,10 @@ class GramAccumulator {
   int64_t ld_;
   std::vector<int64_t> bands_;        // edges of the product's output-row bands
   std::vector<int64_t> reduce_bands_; // edges of the reduction's bands
-  std::vector<Acc> gram_;             // ld x ld, upper triangle used
-  std::vector<Acc> partials_;         // slabs x ld x ld
+  ScratchBuffer<Acc> scratch_;        // G and the partials, never cleared
+  Acc* gram_ = nullptr;               // ld x ld, upper triangle used
+  Acc* partials_ = nullptr;           // slabs x ld x ld
+  bool gram_empty_ = true;            // G holds nothing yet (its memory is stale)
 };
 
 extern template class GramAccumulator<float>;
