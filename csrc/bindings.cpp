@@ -104,7 +104,7 @@ py::dict cpu_gram_info() {
   using ncfast::cpu::CpuPrecision;
   const auto narrow = std::string(ncfast::cpu::gram_kernel_name(0, false, 1));
   const auto wide = std::string(ncfast::cpu::gram_kernel_name(0, false, 1 << 20));
-  const std::string f32 = narrow + " up to D = " + std::to_string(ncfast::cpu::kTiledGramMaxDim) +
+  const std::string f32 = narrow + " up to D = " + std::to_string(ncfast::cpu::tiled_gram_max_dim()) +
                           ", " + wide + " above";
   py::dict gram;
   const std::pair<const char*, DType> dtypes[] = {{"float32", DType::kFloat32},
@@ -207,6 +207,8 @@ PYBIND11_MODULE(_C, m) {
                                        reinterpret_cast<ncfast::cpu::LibrarySetThreads>(set_local_threads));
   });
   m.def("set_bf16_gram_override", &ncfast::cpu::set_bf16_gram_override);
+  m.def("set_tiled_gram_max_dim", &ncfast::cpu::set_tiled_gram_max_dim);
+  m.def("tiled_gram_max_dim", &ncfast::cpu::tiled_gram_max_dim);
   m.def("bf16_gram_choice", [] { return static_cast<int>(ncfast::cpu::bf16_gram_choice()); });
   m.def("time_block_gram", [](int64_t block_rows, int64_t dim, int kind, int64_t blocks) {
     if (block_rows < 1 || dim < 1 || blocks < 1) throw std::invalid_argument("time_block_gram: bad shape");

@@ -31,7 +31,7 @@ class FusedBlock {
 
   // Gram inside the pass: the tiled kernels, for narrow rows.
   static bool gram_in_pass(int64_t dim) {
-    return (std::is_same_v<Z, float> || std::is_same_v<Z, Bf16Pair>) && dim <= kTiledGramMaxDim;
+    return (std::is_same_v<Z, float> || std::is_same_v<Z, Bf16Pair>) && dim <= tiled_gram_max_dim();
   }
 
   explicit FusedBlock(UpdateContext<In, Z>& ctx)

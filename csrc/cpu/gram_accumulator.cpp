@@ -1,7 +1,11 @@
 #include "gram_accumulator.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <string>
+
+#include <cblas.h>
 
 #include "blas.h"
 #include "gram_kernels.h"
@@ -38,7 +42,26 @@ constexpr int64_t rows_per_line() {
   return std::is_same_v<Z, Bf16Pair> ? 2 : 1;
 }
 
+std::atomic<int64_t> g_tiled_max_override{0};
+
+int64_t tiled_max_by_rule() {
+  const std::string core = scipy_openblas_get_corename();
+  const bool blas_avx512 = core.find("kylake") != std::string::npos || core.find("ooper") != std::string::npos ||
+                           core.find("apphire") != std::string::npos || core.find("Zen4") != std::string::npos ||
+                           core.find("Zen5") != std::string::npos;
+  return !blas_avx512 && gram_lanes() == 16 ? 1024 : 320;
+}
+
 }  // namespace
+
+int64_t tiled_gram_max_dim() {
+  const int64_t forced = g_tiled_max_override.load();
+  if (forced > 0) return forced;
+  static const int64_t by_rule = tiled_max_by_rule();
+  return by_rule;
+}
+
+void set_tiled_gram_max_dim(int64_t dim) { g_tiled_max_override.store(dim); }
 
 template <typename Z>
 GramAccumulator<Z>::GramAccumulator(int64_t dim, int64_t max_rows)
@@ -64,7 +87,7 @@ void GramAccumulator<Z>::band(const Z* z, int64_t rows, int64_t b, Acc* out, boo
                            accumulate);
   } else {
     if constexpr (std::is_same_v<Z, float>) {
-      if (dim_ <= kTiledGramMaxDim) {
+      if (dim_ <= tiled_gram_max_dim()) {
         gram_upper_f32(z, rows, dim_, ld_, i0, i1, out, ld_, accumulate);
         return;
       }
@@ -162,7 +185,7 @@ const char* gram_kernel_name(int bf16, bool float64, int64_t dim) {
     return "bfloat16 x bfloat16 -> float32, library GEMM (MKL cblas_gemm_bf16bf16f32, AMX)";
   }
   if (float64) return "float64, OpenBLAS dsyrk/dgemm";
-  if (dim <= kTiledGramMaxDim) return "float32, ncfast register-tiled kernel";
+  if (dim <= tiled_gram_max_dim()) return "float32, ncfast register-tiled kernel";
   return "float32, OpenBLAS ssyrk/sgemm";
 }
 

@@ -18,9 +18,13 @@
 
 namespace ncfast::cpu {
 
-// Up to this D the float32 Gram uses the tiled kernel; above it, OpenBLAS (measured:
-// benchmarks/RESULTS.md, "Gram kernels").
-constexpr int64_t kTiledGramMaxDim = 320;
+// Up to this D the float32 Gram uses the tiled kernel, above it OpenBLAS (benchmarks/RESULTS.md,
+// "Gram kernels"): 320 when OpenBLAS runs AVX-512 kernels, 1024 when it runs narrower ones
+// and this build's tiled kernel is AVX-512 (OPENBLAS_CORETYPE=Haswell on an AVX-512 CPU, say).
+// Fixed for the process, so results stay the same run after run.
+int64_t tiled_gram_max_dim();
+// Benchmarks: override it (0 restores the rule above).
+void set_tiled_gram_max_dim(int64_t dim);
 
 // Rows per Gram slab (and per pass slab of the fused update).
 constexpr int64_t kGramSlabRows = 1024;
