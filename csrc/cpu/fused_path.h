@@ -22,6 +22,9 @@ namespace ncfast::cpu {
 
 // Rows of Z per chunk of the in-pass Gram: small enough to stay in L2 with the partial.
 constexpr int64_t kPassChunkRows = 256;
+// Up to this D a slab's Gram is made in its centring task (wider rows give a block too few
+// slabs to keep many threads busy, so their Gram runs as slab x band tasks of its own).
+constexpr int64_t kInPassGramMaxDim = 320;
 
 template <typename In, typename Z>
 class FusedBlock {
@@ -31,7 +34,8 @@ class FusedBlock {
 
   // Gram inside the pass: the tiled kernels, for narrow rows.
   static bool gram_in_pass(int64_t dim) {
-    return (std::is_same_v<Z, float> || std::is_same_v<Z, Bf16Pair>) && dim <= tiled_gram_max_dim();
+    return (std::is_same_v<Z, float> || std::is_same_v<Z, Bf16Pair>) && dim <= kInPassGramMaxDim &&
+           dim <= tiled_gram_max_dim();
   }
 
   explicit FusedBlock(UpdateContext<In, Z>& ctx)
