@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -156,10 +157,17 @@ double max_abs(const T* row, int64_t dim) {
 // on one thread before a job; save() from the job's tasks, one task per class.
 class Journal {
  public:
-  Journal(const StatsView& stats, bool enabled) : s_(stats), enabled_(enabled) {
+  // capacity: the most classes one call can change (min(K, rows)); storage is reserved for
+  // them up front but only written (so only paged in) class by class.
+  Journal(const StatsView& stats, bool enabled, int64_t capacity)
+      : s_(stats), enabled_(enabled), capacity_(std::min(capacity, stats.num_classes)) {
     if (!enabled_) return;
     scatter_.assign(stats.scatter, stats.scatter + stats.dim * stats.dim);
     index_.assign(static_cast<size_t>(stats.num_classes), -1);
+    const size_t rows = static_cast<size_t>(capacity_) * static_cast<size_t>(stats.dim);
+    means_.reset(new double[rows]);
+    if (stats.class_diag) diag_.reset(new double[rows]);
+    classes_.reserve(static_cast<size_t>(std::min<int64_t>(capacity_, 1 << 16)));
   }
 
   bool enabled() const { return enabled_; }
@@ -169,12 +177,8 @@ class Journal {
     index_[c] = static_cast<int64_t>(classes_.size());
     classes_.push_back(c);
     saved_.push_back(0);
-    const size_t n = classes_.size();
-    const size_t d = static_cast<size_t>(s_.dim);
-    counts_.resize(n);
-    class_scatter_.resize(n);
-    means_.resize(n * d);
-    if (s_.class_diag) diag_.resize(n * d);
+    counts_.push_back(0);
+    class_scatter_.push_back(0.0);
   }
 
   void save(int64_t c) {
@@ -185,8 +189,8 @@ class Journal {
     const int64_t d = s_.dim;
     counts_[k] = s_.counts[c];
     class_scatter_[k] = s_.class_scatter[c];
-    std::copy_n(s_.means + c * d, d, means_.begin() + k * d);
-    if (s_.class_diag) std::copy_n(s_.class_diag + c * d, d, diag_.begin() + k * d);
+    std::copy_n(s_.means + c * d, d, means_.get() + k * d);
+    if (s_.class_diag) std::copy_n(s_.class_diag + c * d, d, diag_.get() + k * d);
   }
 
   void restore() const {
@@ -198,22 +202,23 @@ class Journal {
       const int64_t c = classes_[k];
       s_.counts[c] = counts_[k];
       s_.class_scatter[c] = class_scatter_[k];
-      std::copy_n(means_.begin() + k * d, d, s_.means + c * d);
-      if (s_.class_diag) std::copy_n(diag_.begin() + k * d, d, s_.class_diag + c * d);
+      std::copy_n(means_.get() + k * d, d, s_.means + c * d);
+      if (s_.class_diag) std::copy_n(diag_.get() + k * d, d, s_.class_diag + c * d);
     }
   }
 
  private:
   const StatsView& s_;
   bool enabled_;
+  int64_t capacity_;
   std::vector<double> scatter_;
   std::vector<int64_t> index_;
   std::vector<int64_t> classes_;
   std::vector<uint8_t> saved_;
   std::vector<int64_t> counts_;
   std::vector<double> class_scatter_;
-  std::vector<double> means_;
-  std::vector<double> diag_;
+  std::unique_ptr<double[]> means_;
+  std::unique_ptr<double[]> diag_;
 };
 
 }  // namespace ncfast::cpu

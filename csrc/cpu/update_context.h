@@ -31,7 +31,7 @@ struct UpdateContext {
         block_rows(block),
         aligned(is_aligned(batch_view.features, alignof(In))),
         gram(stats.dim, block),
-        journal(stats, multi_block),
+        journal(stats, multi_block, batch_view.rows),
         slot_of_class(static_cast<size_t>(stats.num_classes), -1) {}
 
   const In* row(int64_t r) const { return static_cast<const In*>(batch.features) + r * batch.row_stride; }
