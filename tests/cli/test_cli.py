@@ -77,11 +77,10 @@ def test_score_with_classifier_adds_nc3_and_nc4(dump, capsys):
     assert scores["nc4"] == pytest.approx(float((ncc != (xd @ w.T).argmax(1)).mean()), abs=1e-12)
 
 
-def test_builtin_example_runs_quickly():
-    start = time.perf_counter()
+def test_builtin_example_runs():
+    # No wall-clock limit: a busy machine makes any such limit fail; speed lives in benchmarks/.
     done = run_cli("score", "--quiet")
     assert done.returncode == 0, done.stderr
-    assert time.perf_counter() - start < 30
     assert "built-in example" in done.stderr
     for name in ("nc1", "logme", "nc3", "nc4"):
         assert name in done.stdout
