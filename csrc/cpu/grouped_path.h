@@ -8,9 +8,10 @@
 // which is the chunk update of DESIGN.md section 3; a new class (n_c = 0) gets its block mean.
 // tr_c and q_c grow by sum |x_i - s_c|^2 and sum (x_ij - s_cj)^2, in float64, by the same identity.
 //
-// The sorted rows are cut into units (a class's rows within one Z block of at most block_rows
-// rows; a class with more rows gets several units in successive Z blocks, each one an exact
-// chunk update after the last). Per Z block:
+// The sorted rows are cut into units (a class's rows within one Z block; a class with more rows
+// gets several units in successive Z blocks, each one an exact chunk update after the last). A
+// Z block holds about kZBlockBytes of input rows (at most block_rows rows), so the rows its
+// first pass gathers from all over the batch are still in cache for the second. Per Z block:
 //   J0  one job over fixed pieces: NaN/Inf flags and the largest |x| (for Z's scale);
 //   J1  one job over tasks of whole small units (sum, shift, centre into Z, commit the class),
 //       or of pieces of big units (partial sums only);
@@ -30,6 +31,8 @@ namespace ncfast::cpu {
 constexpr int64_t kPieceRows = 256;
 // Most rows sorted at once (the sort keeps one int32 per row).
 constexpr int64_t kMaxWindowRows = int64_t{1} << 22;
+// Input bytes of the rows of one Z block.
+constexpr int64_t kZBlockBytes = int64_t{2} << 20;
 // How far ahead of its use a sorted row is prefetched.
 constexpr int64_t kPrefetchRows = 4;
 
@@ -44,10 +47,15 @@ class GroupedWindow {
   using W = Widened<In>;
   using Acc = GramAcc<Z>;
 
-  explicit GroupedWindow(UpdateContext<In, Z>& ctx) : c_(ctx), dim_(ctx.s.dim), ld_(ctx.gram.ld()) {
+  explicit GroupedWindow(UpdateContext<In, Z>& ctx)
+      : c_(ctx),
+        dim_(ctx.s.dim),
+        ld_(ctx.gram.ld()),
+        zblock_rows_(std::min(ctx.block_rows,
+                              std::max(4 * kPieceRows, kZBlockBytes / (ctx.s.dim * static_cast<int64_t>(sizeof(In)))))) {
     const int threads = num_threads();
     for (int t = 0; t < threads; ++t) readers_.emplace_back(dim_, ctx.aligned);
-    z_.assign(static_cast<size_t>(z_lines<Z>(ctx.block_rows) * ld_), Z{});
+    z_.assign(static_cast<size_t>(z_lines<Z>(zblock_rows_) * ld_), Z{});
   }
 
   // Rows [r0, r0 + n); `last`: no rows of the call follow.
@@ -55,7 +63,7 @@ class GroupedWindow {
     r0_ = r0;
     c_.assign_slots(r0, n);
     sort_rows(n);
-    const int64_t b = c_.block_rows;
+    const int64_t b = zblock_rows_;
     // Z blocks: consecutive units of at most b rows; a class never has two units in one.
     int64_t zb_start = 0;
     int64_t zb_rows = 0;
@@ -390,6 +398,7 @@ class GroupedWindow {
   UpdateContext<In, Z>& c_;
   int64_t dim_;
   int64_t ld_;
+  int64_t zblock_rows_;
   int64_t r0_ = 0;
   std::vector<RowReader<In>> readers_;
   std::vector<Z> z_;
