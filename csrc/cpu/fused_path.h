@@ -153,10 +153,13 @@ class FusedBlock {
     const int64_t i1 = std::min(b, i0 + kGramSlabRows);
     const bool in_pass = gram_in_pass(dim);
     Z* zbuf = in_pass ? chunks_[worker].data() : z_.data();
+    const size_t row_bytes = static_cast<size_t>(dim) * sizeof(In);
     for (int64_t c0 = i0; c0 < i1; c0 += kPassChunkRows) {
       const int64_t c1 = std::min(i1, c0 + kPassChunkRows);
       const int64_t base = in_pass ? c0 : 0;  // row of zbuf's first line
       for (int64_t i = c0; i < c1; ++i) {
+        // The next chunk's rows arrive while this chunk's Gram runs.
+        if (i + kPassChunkRows < i1) prefetch_row(c_.row(r0 + i + kPassChunkRows), row_bytes);
         const ZRow<Z> z = z_row(zbuf, ld_, i - base);
         const W* x = reader.load(c_.row(r0 + i), dim);
         const int32_t slot = c_.row_slot[i];

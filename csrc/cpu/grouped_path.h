@@ -36,10 +36,6 @@ constexpr int64_t kZBlockBytes = int64_t{2} << 20;
 // How far ahead of its use a sorted row is prefetched.
 constexpr int64_t kPrefetchRows = 4;
 
-inline void prefetch_row(const void* row, size_t bytes) {
-  const char* p = static_cast<const char*>(row);
-  for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
-}
 
 template <typename In, typename Z>
 class GroupedWindow {
