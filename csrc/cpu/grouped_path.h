@@ -12,7 +12,7 @@
 // gets several units in successive Z blocks, each one an exact chunk update after the last). A
 // Z block holds about kZBlockBytes of input rows (at most block_rows rows), so the rows its
 // first pass gathers from all over the batch are still in cache for the second. Per Z block:
-//   J0  one job over fixed pieces: NaN/Inf flags and the largest |x| (for Z's scale);
+// (P0, once per window, streams its rows in order: NaN/Inf flags and |x| per row.)
 //   J1  one job over tasks of whole small units (sum, shift, centre into Z, commit the class),
 //       or of pieces of big units (partial sums only);
 //   J2, J3  big units only: centre the pieces, then commit each unit from its pieces' sums;
@@ -27,14 +27,14 @@
 
 namespace ncfast::cpu {
 
-// Rows per piece of J0 and per task of J1/J2.
+// Rows per task of J1/J2.
 constexpr int64_t kPieceRows = 256;
 // Most rows sorted at once (the sort keeps one int32 per row).
 constexpr int64_t kMaxWindowRows = int64_t{1} << 22;
 // Input bytes of the rows of one Z block.
 constexpr int64_t kZBlockBytes = int64_t{2} << 20;
 // How far ahead of its use a sorted row is prefetched.
-constexpr int64_t kPrefetchRows = 4;
+constexpr int64_t kPrefetchRows = 8;
 
 
 template <typename In, typename Z>
@@ -59,6 +59,8 @@ class GroupedWindow {
     r0_ = r0;
     c_.assign_slots(r0, n);
     sort_rows(n);
+    const UpdateResult checked = check_rows(n, last);
+    if (checked.status != UpdateStatus::kOk) return checked;
     const int64_t b = zblock_rows_;
     // Z blocks: consecutive units of at most b rows; a class never has two units in one.
     int64_t zb_start = 0;
@@ -85,8 +87,7 @@ class GroupedWindow {
     zb_unit_begin.push_back(units_.size());
     for (size_t z = 0; z + 1 < zb_unit_begin.size(); ++z) {
       const bool final_block = last && z + 2 == zb_unit_begin.size();
-      const UpdateResult r = run_zblock(zb_unit_begin[z], zb_unit_begin[z + 1], n, final_block);
-      if (r.status != UpdateStatus::kOk) return r;
+      run_zblock(zb_unit_begin[z], zb_unit_begin[z + 1], final_block);
     }
     return {};
   }
@@ -113,43 +114,53 @@ class GroupedWindow {
 
   const In* row_at(int64_t p) const { return c_.row(r0_ + perm_[p]); }
 
-  UpdateResult run_zblock(size_t u_begin, size_t u_end, int64_t window_rows, bool last) {
+  // P0, over the window in row order (a stream, at memory speed): NaN/Inf flags and |x|^2 per
+  // row, the error (naming the first bad row) before anything changes. When the window reaches
+  // the end of the call nothing can fail after it, so the journal stops saving.
+  UpdateResult check_rows(int64_t n, bool last) {
+    constexpr int64_t kRows = 4096;
+    const int64_t dim = dim_;
+    keep_row_.resize(static_cast<size_t>(n));
+    norm_row_.resize(static_cast<size_t>(n));
+    const int64_t chunks = (n + kRows - 1) / kRows;
+    std::vector<int64_t> bad(static_cast<size_t>(chunks), 0), first(static_cast<size_t>(chunks), -1);
+    parallel_for(chunks, [&](int64_t chunk, int worker) {
+      RowReader<In>& reader = readers_[worker];
+      const int64_t end = std::min(n, (chunk + 1) * kRows);
+      for (int64_t i = chunk * kRows; i < end; ++i) {
+        const W* x = reader.load(c_.row(r0_ + i), dim);
+        const double norm = sum_sq_diff(x, static_cast<const double*>(nullptr), dim);
+        const bool finite = finite_by_norm(norm, x, dim);
+        keep_row_[i] = finite;
+        // |x| as a float; beyond float's range it saturates, which still scales Z far enough
+        norm_row_[i] = finite ? static_cast<float>(std::min(std::sqrt(norm), 3.4e38)) : 0.0f;
+        if (!finite && bad[chunk]++ == 0) first[chunk] = i;
+      }
+    });
+    int64_t bad_rows = 0;
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      if (bad[chunk] && c_.nan_policy == NanPolicy::kRaise) return nonfinite_at(r0_ + first[chunk]);
+      bad_rows += bad[chunk];
+    }
+    c_.skipped_rows += bad_rows;
+    if (last) c_.journal.stop_saving();
+    return {};
+  }
+
+  void run_zblock(size_t u_begin, size_t u_end, bool last) {
     const int64_t p0 = units_[u_begin].begin;
     int64_t rows = 0;
     for (size_t u = u_begin; u < u_end; ++u) rows += units_[u].rows;
     const int64_t dim = dim_;
 
-    // J0: flags and magnitudes over fixed pieces of the Z block's sorted rows.
-    const int64_t pieces = (rows + kPieceRows - 1) / kPieceRows;
     keep_.resize(static_cast<size_t>(rows));
-    std::vector<double> largest(static_cast<size_t>(pieces), 0.0);
-    std::vector<int64_t> bad(static_cast<size_t>(pieces), 0);
-    parallel_for(pieces, [&](int64_t piece, int worker) {
-      RowReader<In>& reader = readers_[worker];
-      double m = 0.0;
-      const int64_t end = std::min(rows, (piece + 1) * kPieceRows);
-      for (int64_t p = piece * kPieceRows; p < end; ++p) {
-        // Sorted rows are scattered over the batch: fetch a few rows ahead of their use.
-        if (p + kPrefetchRows < end) prefetch_row(row_at(p0 + p + kPrefetchRows), dim * sizeof(In));
-        const W* x = reader.load(row_at(p0 + p), dim);
-        const double norm = sum_sq_diff(x, static_cast<const double*>(nullptr), dim);
-        const bool finite = finite_by_norm(norm, x, dim);
-        keep_[p] = finite;
-        if (finite) {
-          m = std::max(m, norm);
-        } else {
-          ++bad[piece];
-        }
-      }
-      largest[piece] = std::sqrt(m);  // >= the largest |x|
-    });
-    int64_t bad_rows = 0;
-    for (int64_t b : bad) bad_rows += b;
-    if (bad_rows && c_.nan_policy == NanPolicy::kRaise) {
-      return nonfinite_at(c_.first_nonfinite_row(r0_, r0_ + window_rows));
+    float largest = 0.0f;
+    for (int64_t p = 0; p < rows; ++p) {
+      const int32_t i = perm_[p0 + p];
+      keep_[p] = keep_row_[i];
+      largest = std::max(largest, norm_row_[i]);
     }
-    c_.skipped_rows += bad_rows;
-    double bound = *std::max_element(largest.begin(), largest.end());
+    double bound = static_cast<double>(largest) * (1.0 + 1e-6);  // >= the largest |x|
     for (size_t u = u_begin; u < u_end; ++u) {
       const int64_t c = c_.slot_class[units_[u].slot];
       if (c_.s.counts[c] > 0) bound = std::max(bound, max_abs(c_.s.means + c * dim, dim));
@@ -215,7 +226,6 @@ class GroupedWindow {
     c_.prepare_gram(scale);
     c_.gram.compute_partials(z_.data(), rows);
     c_.finish_gram(GramAccumulator<Z>::slabs(rows), nullptr, 0, rows, last);
-    return {};
   }
 
   // Sum of v = x - mu (seen class) or x (new class) over a unit's kept rows [p, p + rows).
@@ -224,6 +234,10 @@ class GroupedWindow {
     const int64_t dim = dim_;
     int64_t m = 0;
     for (int64_t p = p_first; p < p_last; ++p) {
+      // Sorted rows are scattered over the batch: fetch a few rows ahead of their use.
+      if (p + kPrefetchRows < p0 + static_cast<int64_t>(keep_.size())) {
+        prefetch_row(row_at(p + kPrefetchRows), static_cast<size_t>(dim) * sizeof(In));
+      }
       if (!keep_[p - p0]) continue;
       const W* x = reader.load(row_at(p), dim);
       if (mu) {
@@ -401,7 +415,9 @@ class GroupedWindow {
   std::vector<int64_t> slot_begin_;
   std::vector<int32_t> perm_;
   std::vector<Unit> units_;
-  std::vector<uint8_t> keep_;
+  std::vector<uint8_t> keep_;      // per row of the Z block, sorted order
+  std::vector<uint8_t> keep_row_;  // per row of the window, row order
+  std::vector<float> norm_row_;    // |x| per row of the window
   std::vector<double> piece_sum_, piece_sq_, piece_norm_;
   std::vector<int64_t> piece_count_;
 };

@@ -178,8 +178,11 @@ class Journal {
 
   bool enabled() const { return enabled_; }
 
+  // Every row the call has left is known to be valid: nothing can be rolled back any more.
+  void stop_saving() { saving_ = false; }
+
   void prepare(int64_t c) {
-    if (!enabled_ || index_[c] >= 0) return;
+    if (!enabled_ || !saving_ || index_[c] >= 0) return;
     index_[c] = static_cast<int64_t>(classes_.size());
     classes_.push_back(c);
     saved_.push_back(0);
@@ -188,8 +191,9 @@ class Journal {
   }
 
   void save(int64_t c) {
-    if (!enabled_) return;
+    if (!enabled_ || !saving_) return;
     const int64_t k = index_[c];
+    if (k < 0) return;
     if (saved_[k]) return;
     saved_[k] = 1;
     const int64_t d = s_.dim;
@@ -216,6 +220,7 @@ class Journal {
  private:
   const StatsView& s_;
   bool enabled_;
+  bool saving_ = true;
   int64_t capacity_;
   std::vector<double> scatter_;
   std::vector<int64_t> index_;
