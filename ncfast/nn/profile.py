@@ -27,6 +27,7 @@ class LayerNC:
 
 
 _COLUMNS = ("nc1", "nc1_trace", "cdnv", "nc2_etf", "nc2_equinorm", "nc2_equiangularity")
+SCORE_COLUMNS = _COLUMNS  # the score columns of a LayerNC, in table order
 
 
 def layer_scores(layer: str, stats: Optional[ClassStats]) -> LayerNC:
