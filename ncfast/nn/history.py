@@ -28,12 +28,15 @@ class NCHistory:
     def __init__(self, records: Optional[Sequence[Mapping[str, Any]]] = None) -> None:
         self.records: List[Dict[str, Any]] = [dict(r) for r in (records or [])]
 
-    def append(self, profile: NCProfile, step: int, epoch: Optional[int] = None) -> None:
-        """Adds one record per layer of `profile`, taken at `step` (and `epoch`)."""
+    def append(self, profile: NCProfile, step: int, epoch: Optional[int] = None,
+               extra: Optional[Mapping[str, Mapping[str, Optional[float]]]] = None) -> None:
+        """Adds one record per layer of `profile`, taken at `step` (and `epoch`); `extra`
+        ({layer: {score: value}}) adds columns, e.g. transferability scores."""
         for row in profile:
             record = {"step": int(step), "epoch": None if epoch is None else int(epoch), "layer": row.layer,
                       "num_samples": row.num_samples}
             record.update({score: getattr(row, score) for score in RECORDED})
+            record.update((extra or {}).get(row.layer, {}))
             self.records.append(record)
 
     @property
@@ -46,12 +49,13 @@ class NCHistory:
 
     def series(self, layer: str, score: str) -> Tuple[List[int], List[Optional[float]]]:
         """(steps, values) of `score` for `layer`, in recording order."""
-        if score not in RECORDED:
-            raise ValueError(f"score: unknown {score!r} (choose from {', '.join(RECORDED)})")
         rows = [r for r in self.records if r["layer"] == layer]
         if not rows:
             raise KeyError(f"layer {layer!r} has no record (layers: {', '.join(self.layers) or 'none yet'})")
-        return [r["step"] for r in rows], [r[score] for r in rows]
+        if score in ("step", "epoch", "layer") or not any(score in r for r in rows):
+            known = sorted({k for r in rows for k in r} - {"step", "epoch", "layer"})
+            raise ValueError(f"score: unknown {score!r} (recorded: {', '.join(known)})")
+        return [r["step"] for r in rows], [r.get(score) for r in rows]
 
     def last_step(self) -> Optional[int]:
         return self.records[-1]["step"] if self.records else None

@@ -291,15 +291,16 @@ class NCMonitor:
         return self._history
 
     def record(self, step: Optional[int] = None, *, epoch: Optional[int] = None,
-               profile: Optional[NCProfile] = None) -> NCProfile:
+               profile: Optional[NCProfile] = None, extra: Optional[dict] = None) -> NCProfile:
         """Reports the scores now and appends them to :attr:`history` at `step` (default: the
         last recorded step + 1, starting at 0). `profile` records a report made elsewhere (e.g.
-        of statistics all-reduced across ranks) instead of this monitor's own."""
+        of statistics all-reduced across ranks) instead of this monitor's own; `extra`
+        ({layer: {score: value}}) adds columns."""
         profile = self.report() if profile is None else profile
         if step is None:
             last = self._history.last_step()
             step = 0 if last is None else last + 1
-        self._history.append(profile, step, epoch)
+        self._history.append(profile, step, epoch, extra)
         return profile
 
     def log(self, logger: Any = None, step: Optional[int] = None, *, epoch: Optional[int] = None,

@@ -31,7 +31,7 @@ def plot_training(history: Iterable[Mapping[str, Any]], path: str,
         Records ``{"step": int, "layer": str, <score>: float or None, ...}``
         (:class:`ncfast.nn.history.NCHistory`); undefined values leave a gap.
     scores : names
-        One panel each, from :data:`TITLES`.
+        One panel each: recorded columns (:data:`TITLES` says what the NC ones show).
     layers : names, optional
         Which layers to draw (default: all, in the order they were first recorded); colours
         run from dark (first layer) to light (last), so depth reads at a glance.
@@ -41,9 +41,10 @@ def plot_training(history: Iterable[Mapping[str, Any]], path: str,
     records = list(history)
     if not records:
         raise ValueError("history: no report recorded yet (call monitor.record() or monitor.log() during training)")
-    unknown = [s for s in scores if s not in TITLES]
-    if unknown or not scores:
-        raise ValueError(f"scores: unknown {unknown or list(scores)} (choose from {', '.join(TITLES)})")
+    recorded = {key for r in records for key in r} - {"step", "epoch", "layer", "num_samples"}
+    unknown = [s for s in scores if s not in recorded]
+    if unknown or not scores or isinstance(scores, str):
+        raise ValueError(f"scores: unknown {unknown or scores!r} (recorded: {', '.join(sorted(recorded))})")
     every = list(dict.fromkeys(r["layer"] for r in records))
     layers = every if layers is None else list(layers)
     missing = [n for n in layers if n not in every]
@@ -62,7 +63,7 @@ def plot_training(history: Iterable[Mapping[str, Any]], path: str,
                     linewidth=1.6, color=colours[layer], label=layer)
         if score in LOG_SCALE and _all_positive(curves[score]):
             ax.set_yscale("log")
-        ax.set_title(TITLES[score], fontsize=10.5)
+        ax.set_title(TITLES.get(score, score), fontsize=10.5)
         ax.set_xlabel(xlabel)
         ax.grid(True, which="major", alpha=0.3)
     axes[0][0].set_ylabel("lower = more collapsed")

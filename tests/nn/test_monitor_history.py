@@ -125,6 +125,8 @@ def test_bad_logger_and_scores_are_rejected():
         write_scalars(object(), {"a": 1.0}, 0)
     with pytest.raises(ValueError, match="scores: unknown"):
         monitor.log(None, 0, scores=("accuracy",))
+    assert len(monitor.history) == 0  # a rejected log records nothing
+    monitor.record(0)
     with pytest.raises(ValueError, match="score: unknown"):
         monitor.history.series("0", "accuracy")
     with pytest.raises(KeyError, match="no record"):
