@@ -10,6 +10,7 @@ from . import io, metrics, nn, ops, workflows
 from .metrics import JointStats, NCCStats, nc_report, transferability
 from .nn import NCMonitor, VCReg
 from .workflows import ModelRanking, fewshot, finetune, rank_models
+from . import integrations  # light: each framework is imported only when its adapter is used
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,7 @@ __all__ = [
     "io",
     "accumulate",
     "finetune",
+    "integrations",
     "nn",
     "ops",
     "workflows",

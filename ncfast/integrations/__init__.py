@@ -14,15 +14,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ..nn.features import register_adapter
 from ._wire import from_bytes, to_bytes
+from .hf import HFFeatures, is_transformers_model
+from .timm import TimmFeatures, is_timm_model
 
 _LAZY = {
     "ClassStatsMetric": ("torchmetrics", "ClassStatsMetric"),
     "NCMonitorCallback": ("lightning", "NCMonitorCallback"),
 }
-_SUBMODULES = ("dask", "hf", "lightning", "ray", "timm", "torchmetrics")
+_SUBMODULES = ("dask", "lightning", "ray", "torchmetrics")
 
-__all__ = ["ClassStatsMetric", "NCMonitorCallback", "from_bytes", "to_bytes", *_SUBMODULES]
+__all__ = ["ClassStatsMetric", "HFFeatures", "NCMonitorCallback", "TimmFeatures", "from_bytes", "to_bytes", *_SUBMODULES]
+
+# rank_models and finetune.nc_profile take these models directly (neither check imports a framework)
+register_adapter(is_timm_model, TimmFeatures)
+register_adapter(is_transformers_model, HFFeatures)
 
 
 def __getattr__(name: str) -> Any:

@@ -33,8 +33,9 @@ from torch import Tensor, nn
 
 from ..nn._modules import evaluating, module_device
 from ..nn._pool import Pool, check_pool, pool_rows
+from ..nn.features import as_layer_features, stream_layers
 from ..nn.monitor import NCMonitor, resolve_modules
-from ..nn.profile import NCProfile
+from ..nn.profile import NCProfile, layer_scores
 from ._data import labelled_batches, read_labels
 
 RULES = ("most_collapsed", "first_stall", "last")
@@ -57,13 +58,24 @@ def nc_profile(
     `data` is an (inputs, labels) pair of tensors/arrays (batched by `batch_size`) or an
     iterable of (inputs, labels) batches (a DataLoader). Inputs go to the model's device. The
     model runs in eval mode under ``torch.no_grad()``; its training flag is restored. The
-    statistics are in ``profile.stats`` ({layer: ClassStats})."""
+    statistics are in ``profile.stats`` ({layer: ClassStats}).
+
+    Models with a registered feature adapter (Hugging Face transformers, timm; see
+    :mod:`ncfast.nn.features`) are run through it instead of hooks: `layers` are then its
+    layer names or positions (e.g. ``[4, 8, 12]`` hidden states of a BERT), and `data` may
+    yield dict batches holding "labels"."""
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (Tensor, np.ndarray)):
         inputs, labels = data[0], read_labels(data[1], "data")
         if num_classes is None:
             num_classes = int(labels.max()) + 1
     else:
         inputs, labels = data, None
+    adapter = as_layer_features(model)
+    if adapter is not None:
+        names = adapter.resolve(layers)
+        batches = labelled_batches(inputs, labels, batch_size, names=("data", "data"))
+        stats = stream_layers(adapter, batches, names, num_classes)
+        return NCProfile([layer_scores(name, stats.get(name)) for name in names], stats)
     device = module_device(model)
     monitor = NCMonitor(model, layers, num_classes, pool=pool)
     try:

@@ -27,6 +27,7 @@ from ..io import open_array, stream
 from ..metrics.registry import HIGHER_IS_BETTER, SCORE_FUNCTIONS, SCORES, score_stats
 from ..nn._modules import evaluating, module_device
 from ..nn._pool import Pool, check_pool, pool_rows
+from ..nn.features import as_layer_features, stream_layers
 from ..stats import ClassStats
 from ._data import labelled_batches, read_labels
 
@@ -206,7 +207,9 @@ def rank_models(
     ----------
     models : {name: extractor}
         An extractor is an ``nn.Module`` or callable mapping a batch of target inputs to features
-        (B, D) or feature maps (B, C, *spatial) (pooled by `pool`); or precomputed features of the
+        (B, D) or feature maps (B, C, *spatial) (pooled by `pool`); a model with a registered
+        feature adapter (a Hugging Face transformer, a timm model, or any
+        :class:`ncfast.nn.features.LayerFeatures`), scored on its output layer; or precomputed features of the
         target set: a (N, D) tensor/array, or a dump path (.npy, folder of shards, .safetensors).
         Modules run in eval mode under ``torch.no_grad()`` on their own device (inputs are moved
         there); their training flag is restored afterwards.
@@ -254,7 +257,7 @@ def rank_models(
     labels = read_labels(target_labels)
     if num_classes is None and labels is not None:
         num_classes = int(labels.max()) + 1 if labels.numel() else None
-    callables = [n for n, e in models.items() if _is_callable(e)]
+    callables = [n for n, e in models.items() if _is_callable(e) or as_layer_features(e) is not None]
     if callables and target_inputs is None:
         raise ValueError(f"target_inputs: needed to run models {callables}")
     if len(callables) > 1 and iter(target_inputs) is target_inputs:
@@ -266,7 +269,10 @@ def rank_models(
         start = time.perf_counter()
         head = source_heads.get(name) if wants_source else None
         predictions = _SourcePredictions(name, head) if head is not None else None
-        if _is_callable(extractor):
+        adapter = as_layer_features(extractor)
+        if adapter is not None:
+            stats = _stats_from_adapter(name, adapter, target_inputs, labels, num_classes, batch_size, predictions)
+        elif _is_callable(extractor):
             stats = _stats_from_callable(name, extractor, target_inputs, labels, num_classes, batch_size, pool,
                                          predictions)
         else:
@@ -316,6 +322,19 @@ def _stats_from_callable(name, extractor, inputs, labels, num_classes, batch_siz
     if stats is None:
         raise ValueError("target_inputs: no batch was read")
     return stats
+
+
+def _stats_from_adapter(name, adapter, inputs, labels, num_classes, batch_size,
+                        predictions: Optional["_SourcePredictions"] = None) -> ClassStats:
+    """A model with a feature adapter (Hugging Face, timm, ...): its output layer's rows."""
+    layer = adapter.output_layer
+    on_rows = (lambda _, rows, y: predictions.add_features(rows, y)) if predictions is not None else None
+    try:
+        stats = stream_layers(adapter, labelled_batches(inputs, labels, batch_size), [layer], num_classes,
+                              on_rows=on_rows, per_class_diag=True)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"models[{name!r}]: {err}") from err
+    return stats[layer]
 
 
 def _stats_from_features(name, features, labels, num_classes, progress,
