@@ -81,6 +81,7 @@ class NCMonitorCallback(Callback):
         self._monitor_options = dict(pool=pool, per_class_diag=per_class_diag)
         self.monitor: Optional[NCMonitor] = None
         self._rank, self._world = 0, 1
+        self._last_step_report = -1
 
     # ------------------------------------------------------------------ Lightning's hooks
 
@@ -100,12 +101,15 @@ class NCMonitorCallback(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.monitor.disable()
         self.monitor.clear_labels()
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
-            self._report(trainer, pl_module, on_step=True)
+        step = trainer.global_step
+        # with gradient accumulation several batches end on one step: report it once
+        if self.every_n_steps and step % self.every_n_steps == 0 and step != self._last_step_report:
+            self._last_step_report = step
+            self._report(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._report(trainer, pl_module, on_step=False)
+            self._report(trainer)
 
     def state_dict(self) -> Dict[str, Any]:
         """The monitor's state with the window's statistics merged over all ranks (every rank
@@ -139,7 +143,7 @@ class NCMonitorCallback(Callback):
                 layer_stats.all_reduce()
         return stats
 
-    def _report(self, trainer, pl_module, on_step: bool) -> Optional[NCProfile]:
+    def _report(self, trainer) -> Optional[NCProfile]:
         if not self.monitor.stats:  # nothing since the last report (a step report just before)
             return None
         stats = self._global_stats()

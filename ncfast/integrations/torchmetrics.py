@@ -97,7 +97,7 @@ class ClassStatsMetric(torchmetrics.Metric):
         """Folds a batch into the statistics (:meth:`ncfast.ClassStats.update`)."""
         stats = self._stats_view()
         stats.update(features, labels)
-        self.skipped_rows += stats._raw_state.skipped_rows
+        self.skipped_rows += stats.skipped_rows  # this batch's: a view starts at 0
 
     def class_stats(self) -> ClassStats:
         """A copy of the statistics as a :class:`~ncfast.ClassStats` (this rank's own, or every
