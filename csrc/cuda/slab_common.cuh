@@ -44,6 +44,31 @@ __device__ __forceinline__ __nv_bfloat16 to_slab<__nv_bfloat16>(double v) {
   return __double2bfloat16(v);
 }
 
+// A float32 rounded to TF32 (round to nearest even at mantissa bit 13), so that the TF32 GEMM's
+// own operand conversion, whether it rounds or truncates, sees exact TF32 values.
+__device__ __forceinline__ float round_tf32(float v) {
+  unsigned bits = __float_as_uint(v);
+  bits = (bits + 0xFFFu + ((bits >> 13) & 1u)) & ~0x1FFFu;
+  return __uint_as_float(bits);
+}
+
+// The slab element of v: rounded to S, and for a TF32 slab to TF32.
+template <typename S>
+__device__ __forceinline__ S to_slab_entry(double v, bool tf32) {
+  return to_slab<S>(v);
+}
+template <>
+__device__ __forceinline__ float to_slab_entry<float>(double v, bool tf32) {
+  const float f = __double2float_rn(v);
+  return tf32 ? round_tf32(f) : f;
+}
+
+// A slab element as a float (float64 stays float64).
+__device__ __forceinline__ float slab_value(float v) { return v; }
+__device__ __forceinline__ double slab_value(double v) { return v; }
+__device__ __forceinline__ float slab_value(__half v) { return __half2float(v); }
+__device__ __forceinline__ float slab_value(__nv_bfloat16 v) { return __bfloat162float(v); }
+
 template <typename S>
 __device__ __forceinline__ S slab_zero() {
   return to_slab<S>(0.0);

@@ -12,6 +12,7 @@ namespace ncfast::cuda {
 // The slab as the kernels see it (see SlabCall in slab_update_cuda.h).
 struct SlabView {
   DType dtype = DType::kBFloat16;
+  bool tf32 = false;  // float32 entries rounded to TF32 (10 mantissa bits, to nearest even)
   void* x = nullptr;
   void* y = nullptr;  // dual: a second copy (with the negated correction rows), else null
   int64_t padded_dim = 0;

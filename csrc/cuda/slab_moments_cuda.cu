@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(kWarps * 32)
           s1[v] += d;
           s2[v] = fma(d, d, s2[v]);
           if (is_finite(d)) zmax[v] = fmax(zmax[v], fabs(d));
-          out.v[v] = to_slab<S>(d * scale[v]);
+          out.v[v] = to_slab_entry<S>(d * scale[v], a.slab.tf32);
         }
       }
       store(pos + u, out);

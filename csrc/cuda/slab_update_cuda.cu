@@ -231,8 +231,10 @@ struct ClassArgs {
   double* class_diag;  // or null
   SlabView slab;
   void* corr_x;
-  void* corr_y;  // dual: the negated rows, else null
+  void* corr_y;  // or null: corr_x serves both sides
   int64_t corr_ld;
+  int64_t corr_split;  // 1 or 3 blocks of max_slots rows (slab_update_cuda.h)
+  double corr_sign;
   int64_t max_slots;
   double* scatter;
   void* partial;
@@ -315,16 +317,19 @@ __global__ void __launch_bounds__(kClassThreads) slab_class_update_kernel(const 
     const int64_t slab_elems = a.slab.split_rows * a.slab.ld;
     zero_rows(sx, slab_elems, tid, nthreads);
     zero_rows(sy, slab_elems, tid, nthreads);
-    zero_rows(cx, a.max_slots * a.corr_ld, tid, nthreads);
-    zero_rows(cy, a.max_slots * a.corr_ld, tid, nthreads);
+    zero_rows(cx, a.corr_split * a.max_slots * a.corr_ld, tid, nthreads);
+    zero_rows(cy, a.corr_split * a.max_slots * a.corr_ld, tid, nthreads);
   } else if (blockIdx.x < a.max_slots) {
     const int64_t slot = blockIdx.x;
+    const int64_t block_step = a.max_slots * a.corr_ld;  // from one block of correction rows to the next
     S* const crow_x = cx + slot * a.corr_ld;
     S* const crow_y = cy ? cy + slot * a.corr_ld : nullptr;
     if (slot >= *a.num_slots) {
-      for (int64_t j = threadIdx.x; j < dp; j += blockDim.x) {
-        crow_x[j] = slab_zero<S>();
-        if (crow_y) crow_y[j] = slab_zero<S>();
+      for (int64_t b = 0; b < a.corr_split; ++b) {
+        for (int64_t j = threadIdx.x; j < dp; j += blockDim.x) {
+          crow_x[b * block_step + j] = slab_zero<S>();
+          if (crow_y) crow_y[b * block_step + j] = slab_zero<S>();
+        }
       }
     } else {
       const In* x = static_cast<const In*>(a.x);
@@ -353,8 +358,8 @@ __global__ void __launch_bounds__(kClassThreads) slab_class_update_kernel(const 
               v = ldexp(static_cast<double>(to_acc(xr[j])) - p, -new_exponent(j));
             }
             const int64_t off = slab_offset(pos, j, a.slab.split_rows, dp, a.slab.ld);
-            sx[off] = to_slab<S>(v);
-            if (sy) sy[off] = to_slab<S>(v);
+            sx[off] = to_slab_entry<S>(v, a.slab.tf32);
+            if (sy) sy[off] = to_slab_entry<S>(v, a.slab.tf32);
           }
         }
         __syncthreads();
@@ -373,8 +378,19 @@ __global__ void __launch_bounds__(kClassThreads) slab_class_update_kernel(const 
           mu[j] = seen ? mean + (m / n_new) * d : p + d;
           corr = ldexp(root * d, -new_exponent(j));
         }
-        crow_x[j] = to_slab<S>(corr);
-        if (crow_y) crow_y[j] = to_slab<S>(-corr);
+        const S hi = to_slab_entry<S>(corr, a.slab.tf32);
+        crow_x[j] = hi;
+        if (a.corr_split == 1) {
+          if (crow_y) crow_y[j] = to_slab_entry<S>(a.corr_sign * corr, a.slab.tf32);
+        } else {
+          const double hi_value = static_cast<double>(slab_value(hi));
+          const S lo = to_slab_entry<S>(corr - hi_value, a.slab.tf32);
+          crow_x[block_step + j] = lo;  // [hi; lo; hi]
+          crow_x[2 * block_step + j] = hi;
+          crow_y[j] = to_slab_entry<S>(a.corr_sign * hi_value, a.slab.tf32);  // sign [hi; hi; lo]
+          crow_y[block_step + j] = crow_y[j];
+          crow_y[2 * block_step + j] = to_slab_entry<S>(a.corr_sign * static_cast<double>(slab_value(lo)), a.slab.tf32);
+        }
       }
       const double total = Reduce(temp).Sum(trace);  // its barrier also orders the counts read above
       if (threadIdx.x == 0) {
@@ -464,10 +480,13 @@ void check_call(const StatsView& stats, const BatchView& batch, NanPolicy nan_po
   if (c.split_rows < 1 || c.splits * c.split_rows < c.rows) fail("splits * split_rows must cover the chunk");
   if (c.corr_ld < c.padded_dim || c.corr_ld % 8 != 0) fail("corr_ld must be a multiple of 8, >= padded_dim");
   if (!c.slab_x || !c.corr_x || !c.partial || !c.exps || !c.words || !c.scratch) fail("null buffer");
-  if ((c.slab_y != 0) != (c.corr_y != 0)) fail("slab_y and corr_y go together (dual slab)");
+  if (c.slab_y != 0 && c.corr_y == 0) fail("a dual slab needs corr_y");
   if (c.slots < 1 || c.slot_stride < c.padded_dim * c.padded_dim) fail("partial slots overlap");
   if (c.slab_elems < c.split_rows * c.ld) fail("slab smaller than split_rows * ld");
-  if (c.corr_elems < c.max_slots * c.corr_ld) fail("correction rows smaller than max_slots * corr_ld");
+  if (c.corr_split != 1 && c.corr_split != 3) fail("corr_split must be 1 or 3");
+  if (c.corr_sign != 1 && c.corr_sign != -1) fail("corr_sign must be 1 or -1");
+  if (c.corr_split == 3 && !c.corr_y) fail("three correction blocks need corr_y");
+  if (c.corr_elems < c.corr_split * c.max_slots * c.corr_ld) fail("correction rows smaller than the layout");
   if (c.partial_elems < (c.slots - 1) * c.slot_stride + c.padded_dim * c.padded_dim) fail("partial too small");
   if (c.exps_elems < 2 * c.padded_dim) fail("exponents smaller than 2 * padded_dim");
   if (c.scratch_size < plan.total) {
@@ -550,6 +569,7 @@ void run_chunk(const StatsView& stats, const BatchView& batch, NanPolicy nan_pol
 
   SlabView slab;
   slab.dtype = static_cast<DType>(c.slab_dtype);
+  slab.tf32 = c.tf32 && slab.dtype == DType::kFloat32;
   slab.x = reinterpret_cast<void*>(c.slab_x);
   slab.y = reinterpret_cast<void*>(c.slab_y);
   slab.padded_dim = dp;
@@ -600,6 +620,8 @@ void run_chunk(const StatsView& stats, const BatchView& batch, NanPolicy nan_pol
               reinterpret_cast<void*>(c.corr_x),
               reinterpret_cast<void*>(c.corr_y),
               c.corr_ld,
+              c.corr_split,
+              static_cast<double>(c.corr_sign),
               c.max_slots,
               stats.scatter,
               reinterpret_cast<void*>(c.partial),

@@ -37,16 +37,23 @@ struct SlabCall {
   // s at slab_x + r * ld + s * padded_dim); dual: slab_y holds the same rows (and the negated
   // correction rows).
   int32_t slab_dtype = static_cast<int32_t>(DType::kBFloat16);  // a DType code
+  bool tf32 = false;  // float32 slab multiplied on TF32 tensor cores: entries rounded to TF32 here
   uintptr_t slab_x = 0;
   uintptr_t slab_y = 0;  // 0 unless dual
   int64_t padded_dim = 0;
   int64_t ld = 0;
   int64_t split_rows = 0;
   int64_t splits = 1;
-  // Correction rows: one per slot, max_slots rows of corr_ld elements (corr_y: dual, negated).
+  // Correction rows, corr_ld elements each: corr_split blocks of max_slots rows (slot s in row
+  // b * max_slots + s of block b). One block: a_c, GEMM'd against itself (corr_y == 0) or against
+  // corr_y = -a_c (dual). Three blocks (16-bit and TF32 slabs): hi = round(a), lo = round(a - hi);
+  // corr_x = [hi; lo; hi], corr_y = corr_sign [hi; hi; lo], so corr_x^T corr_y = corr_sign
+  // (a a^T - lo lo^T): the correction keeps twice the slab's precision.
   uintptr_t corr_x = 0;
   uintptr_t corr_y = 0;
   int64_t corr_ld = 0;
+  int64_t corr_split = 1;
+  int32_t corr_sign = 1;  // -1 when corr_y rows are GEMM'd with alpha +1 (dual), +1 for alpha -1
   int64_t max_slots = 0;
   // Partial Gram (float32; float64 for a float64 slab): `slots` matrices of padded_dim^2 entries
   // (row stride padded_dim), slot_stride apart; exponents int32 [2, padded_dim]; words int64.

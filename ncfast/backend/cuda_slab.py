@@ -7,7 +7,8 @@ csrc/cuda/sym_gram_cuda.cu) until it has been validated on a GPU.
 
 Buffers, all torch tensors on the statistics' device, cached in ``state._device_cache``:
 ``scratch`` (uint8, the kernels' bookkeeping; shared with the kernel path), ``slab_x``,
-``slab_y`` (small steps), ``slab_corr`` (other chunks): scratch, rewritten by every chunk;
+``slab_y`` (small steps), ``slab_corr_x``, ``slab_corr_y`` (correction rows of other chunks):
+scratch, rewritten by every chunk;
 ``gram``: the partial, the columns' scale exponents and the gram words, which hold rows not yet
 folded into W, so they belong to the statistics (reset with them, never poisoned by tests).
 Nothing here synchronises the host or allocates once a call of the same shape has run.
@@ -132,10 +133,11 @@ def _plan(state: StatsState, rows: int, dtype: torch.dtype, nan_policy: str, chu
 
 
 def _chunk_call(state: StatsState, plan: gram_plan.SlabPlan, gram: GramState, scratch: Tensor, slab_x: Tensor,
-                slab_y: Optional[Tensor], corr: Tensor) -> object:
+                slab_y: Optional[Tensor], corr_x: Tensor, corr_y: Tensor) -> object:
     """The SlabCall of the plan's chunks over these buffers (cached; per chunk only the rows change)."""
     key = (plan, scratch.data_ptr(), scratch.numel(), slab_x.data_ptr(), slab_x.numel(),
-           slab_y.data_ptr() if slab_y is not None else 0, corr.data_ptr(), corr.numel(), gram.partial.data_ptr())
+           slab_y.data_ptr() if slab_y is not None else 0, corr_x.data_ptr(), corr_x.numel(), corr_y.data_ptr(),
+           gram.partial.data_ptr())
     cached = state._device_cache.get("slab_call")
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -145,6 +147,7 @@ def _chunk_call(state: StatsState, plan: gram_plan.SlabPlan, gram: GramState, sc
     call.small = plan.small
     call.prevalidated = plan.prevalidated
     call.slab_dtype = gram_plan.SLAB_DTYPE_CODES[plan.mode]
+    call.tf32 = plan.mode == "tf32"
     call.slab_x = slab_x.data_ptr()
     call.slab_y = slab_y.data_ptr() if slab_y is not None else 0
     call.padded_dim = layout.padded_dim
@@ -152,16 +155,19 @@ def _chunk_call(state: StatsState, plan: gram_plan.SlabPlan, gram: GramState, sc
     call.splits = plan.splits
     call.slab_elems = slab_x.numel()
     elem = slab_x.element_size()
-    if plan.small:  # the correction rows follow the Z rows in both slabs
+    if plan.small:  # the correction rows follow the Z rows in both slabs; Y holds them negated
         offset = plan.split_rows(plan.rows) * plan.ld
         call.corr_x = slab_x.data_ptr() + offset * elem
         call.corr_y = slab_y.data_ptr() + offset * elem
         call.corr_elems = slab_x.numel() - offset
-    else:
-        call.corr_x = corr.data_ptr()
-        call.corr_y = 0
-        call.corr_elems = corr.numel()
+        call.corr_sign = -1
+    else:  # their own buffers, GEMM'd with alpha -1
+        call.corr_x = corr_x.data_ptr()
+        call.corr_y = corr_y.data_ptr() if corr_y is not corr_x else 0
+        call.corr_elems = corr_x.numel()
+        call.corr_sign = 1
     call.corr_ld = layout.padded_dim
+    call.corr_split = plan.corr_split
     call.max_slots = plan.max_slots
     call.partial = gram.partial.data_ptr()
     call.slots = layout.slots
@@ -192,8 +198,9 @@ def update_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str
     scratch = _buffer(state, "scratch", scratch_bytes, torch.uint8, device)
     slab_x = _buffer(state, "slab_x", plan.slab_elems, slab_dtype, device)
     slab_y = _buffer(state, "slab_y", plan.slab_elems, slab_dtype, device) if plan.small else None
-    corr = _buffer(state, "slab_corr", plan.corr_elems, slab_dtype, device)
-    call = _chunk_call(state, plan, gram, scratch, slab_x, slab_y, corr)
+    corr_x = _buffer(state, "slab_corr_x", plan.corr_elems, slab_dtype, device)
+    corr_y = _buffer(state, "slab_corr_y", plan.corr_elems, slab_dtype, device) if plan.corr_split > 1 else corr_x
+    call = _chunk_call(state, plan, gram, scratch, slab_x, slab_y, corr_x, corr_y)
     stream = torch.cuda.current_stream(device)
     args = kernel_args.state_and_batch(state, features, labels)
     dp = gram.layout.padded_dim
@@ -210,7 +217,8 @@ def update_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str
                 gram_gemm.accumulate_(gram.partial, slab_x, slab_y, plan.gemms, plan.gemm_rows(chunk), plan.ld, dp)
             else:
                 gram_gemm.accumulate_(gram.partial, slab_x, slab_x, plan.gemms, plan.split_rows(chunk), plan.ld, dp)
-                gram_gemm.accumulate_(gram.partial, corr, corr, plan.corr_gemms, plan.max_slots, dp, dp, alpha=-1.0)
+                gram_gemm.accumulate_(gram.partial, corr_x, corr_y, plan.corr_gemms, plan.corr_rows, dp, dp,
+                                      alpha=-1.0)
     gram.dirty = True
 
 

@@ -38,6 +38,11 @@ SLAB_DTYPE_CODES = {"bf16": 3, "f16": 2, "tf32": 0, "f32": 0, "f64": 1}
 # TF32 modes, whose operands carry 2^-9 .. 2^-12 already, every 65536.
 FOLD_ROWS = {"bf16": 1 << 16, "f16": 1 << 16, "tf32": 1 << 16, "f32": 1 << 10, "f64": 1 << 40}
 
+# Correction rows per slot: a 16-bit or TF32 slab splits each into hi + lo and spends three GEMM
+# rows on it (hi hi^T + lo hi^T + hi lo^T), so that the correction of a class first seen in a
+# chunk, about as large as its scatter, keeps twice the slab's precision.
+CORR_SPLIT = {"bf16": 3, "f16": 3, "tf32": 3, "f32": 1, "f64": 1}
+
 SMALL_ROWS = 4096  # a call this short, under nan_policy="raise", is one fused step (one prep kernel)
 # (also needs its rows and correction rows within the mode's fold limit: one GEMM sums them)
 MIN_BLOCK = 128  # narrowest diagonal block of the last level (GEMM efficiency)
@@ -204,7 +209,7 @@ class SlabPlan:
     """How one call is cut into chunks and how each chunk's slab is multiplied."""
 
     layout: Layout
-    small: bool  # one fused step; dual slab (X = [Z; A], Y = [Z; -A])
+    small: bool  # one fused step; dual slab (X = [Z; corrections], Y = [Z; -corrections])
     rows: int  # the call's rows
     chunk_rows: int  # rows of each chunk but the last
     max_slots: int  # min(K, chunk_rows): correction rows per chunk
@@ -217,6 +222,15 @@ class SlabPlan:
     @property
     def mode(self) -> str:
         return self.layout.mode
+
+    @property
+    def corr_split(self) -> int:
+        return CORR_SPLIT[self.layout.mode]
+
+    @property
+    def corr_rows(self) -> int:
+        """GEMM rows of the corrections: corr_split blocks of max_slots rows."""
+        return self.corr_split * self.max_slots
 
     @property
     def num_chunks(self) -> int:
@@ -238,7 +252,7 @@ class SlabPlan:
     @property
     def slab_rows(self) -> int:
         """Rows of each slab buffer: the splits' rows (and, small, the correction rows after them)."""
-        return self.split_rows(self.chunk_rows) + (self.max_slots if self.small else 0)
+        return self.split_rows(self.chunk_rows) + (self.corr_rows if self.small else 0)
 
     @property
     def slab_elems(self) -> int:
@@ -246,16 +260,16 @@ class SlabPlan:
 
     @property
     def corr_elems(self) -> int:
-        """Elements of the separate correction rows (0 when small: they follow the Z rows)."""
-        return 0 if self.small else self.max_slots * self.layout.padded_dim
+        """Elements of each separate correction buffer (0 when small: they follow the Z rows)."""
+        return 0 if self.small else self.corr_rows * self.layout.padded_dim
 
     def gemm_rows(self, rows: int) -> int:
         """Rows each GEMM of the slab sums over for a chunk of ``rows`` rows."""
-        return self.split_rows(rows) + (self.max_slots if self.small else 0)
+        return self.split_rows(rows) + (self.corr_rows if self.small else 0)
 
     def add_rows(self, rows: int) -> int:
         """Rows a chunk adds to its fullest partial slot (slot 0 also takes the corrections)."""
-        return self.split_rows(rows) + self.max_slots
+        return self.split_rows(rows) + self.corr_rows
 
     @property
     def computed_fraction(self) -> float:
@@ -276,10 +290,11 @@ def plan_update(rows: int, num_classes: int, layout: Layout, *, nan_policy: str 
     dp, mode = layout.padded_dim, layout.mode
     fold = FOLD_ROWS[mode]
     cap = chunk_rows if chunk_rows > 0 else rows
+    split = CORR_SPLIT[mode]
     slots = min(num_classes, rows)
-    small = rows <= SMALL_ROWS and nan_policy == "raise" and cap >= rows and rows + slots <= fold
+    small = rows <= SMALL_ROWS and nan_policy == "raise" and cap >= rows and rows + split * slots <= fold
     if small:
-        levels = choose_levels(rows + slots, layout, sm_count)
+        levels = choose_levels(rows + split * slots, layout, sm_count)
         return SlabPlan(layout, True, rows, rows, slots, 1, levels, False, block_gemms(dp, 1, levels), ())
 
     # Chunk rows: the caller's cap, the slab budget, the per-slot moments, the partial's slots.
@@ -289,7 +304,7 @@ def plan_update(rows: int, num_classes: int, layout: Layout, *, nan_policy: str 
     while chunk > 1024 and min(num_classes, chunk) * layout.dim * 16 > CLASS_BUDGET:
         chunk //= 2
     slots = min(num_classes, chunk)
-    levels, splits = choose_levels_and_splits(chunk, slots, layout, sm_count)
+    levels, splits = choose_levels_and_splits(chunk, split * slots, layout, sm_count)
     prevalidated = nan_policy == "skip" or chunk < rows
     return SlabPlan(layout, False, rows, chunk, slots, splits, levels, prevalidated,
                     block_gemms(dp, splits, levels), block_gemms(dp, 1, levels))

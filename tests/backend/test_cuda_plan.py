@@ -128,12 +128,12 @@ def test_plans_cover_the_call_within_every_limit(mode, rows, dim, k, nan_policy,
     assert plan.max_slots == min(k, plan.chunk_rows)
     assert 1 <= plan.splits <= layout.slots
     assert plan.small == (rows <= gp.SMALL_ROWS and nan_policy == "raise" and (chunk_rows == 0 or chunk_rows >= rows)
-                          and rows + min(k, rows) <= gp.FOLD_ROWS[mode])
+                          and rows + gp.CORR_SPLIT[mode] * min(k, rows) <= gp.FOLD_ROWS[mode])
     if chunk_rows:
         assert plan.chunk_rows <= chunk_rows
     if plan.small:
         assert plan.splits == 1 and plan.num_chunks == 1 and not plan.prevalidated
-        assert plan.gemm_rows(rows) == rows + plan.max_slots and plan.corr_gemms == ()
+        assert plan.gemm_rows(rows) == rows + plan.corr_split * plan.max_slots and plan.corr_gemms == ()
     else:
         assert plan.prevalidated == (nan_policy == "skip" or plan.num_chunks > 1)
         assert plan.slab_elems * gp.SLAB_BYTES[mode] <= max(budget, layout.padded_dim * gp.SLAB_BYTES[mode])
