@@ -19,8 +19,9 @@ namespace ncfast::cuda {
 
 // Scratch words of one chunk (int32).
 enum SlabFlag : int {
-  kFlagDue = 0,    // fold the partial before this chunk's GEMMs
-  kFlagRange = 1,  // some column left its exponent window: rescale
+  kFlagDue = 0,     // fold the partial before this chunk's GEMMs
+  kFlagRange = 1,   // some column left its exponent window: rescale
+  kFlagTicket = 2,  // blocks of the moments pass done (the last one decides kFlagRange)
   kFlagWords = 16,
 };
 

@@ -140,15 +140,30 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
   flush();
 
-  bool out_of_window = false;
 #pragma unroll
   for (int v = 0; v < V; ++v) {
-    if (v < valid && zmax[v] > 0.0) {
-      atomic_max_abs(a.colmax + col + v, zmax[v]);
-      out_of_window |= next_exponent(zmax[v], ecol[v], lo, hi) != ecol[v];
-    }
+    if (v < valid && zmax[v] > 0.0) atomic_max_abs(a.colmax + col + v, zmax[v]);
   }
-  if (out_of_window) atomicOr(a.flags + kFlagRange, 1);
+
+  // The last block to finish sees every column's maximum and decides whether any column leaves
+  // its window (a lane's own maximum cannot tell a column too small to keep its scale).
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned blocks = gridDim.x * gridDim.y;
+    last = atomicAdd(reinterpret_cast<unsigned*>(a.flags + kFlagTicket), 1u) == blocks - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  bool out_of_window = false;
+  const volatile unsigned long long* colmax = a.colmax;
+  for (int64_t j = threadIdx.x; j < a.dim; j += blockDim.x) {
+    const double m = __longlong_as_double(static_cast<long long>(colmax[j]));
+    out_of_window |= next_exponent(m, e[j], lo, hi) != e[j];
+  }
+  if (__syncthreads_or(out_of_window) && threadIdx.x == 0) a.flags[kFlagRange] = 1;
 }
 
 template <typename In, typename S, int V, bool kAligned>

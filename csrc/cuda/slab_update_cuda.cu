@@ -90,6 +90,7 @@ __device__ __forceinline__ void begin_chunk(long long* words, int32_t* flags, in
   const bool due = rows > 0 && rows + add_rows > fold_rows;
   flags[kFlagDue] = due ? 1 : 0;
   flags[kFlagRange] = 0;
+  flags[kFlagTicket] = 0;
   words[kGramPartialRows] = due ? add_rows : rows + add_rows;
 }
 

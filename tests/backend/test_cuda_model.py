@@ -24,7 +24,8 @@ import torch
 
 import ncfast
 from ncfast import _C
-from ncfast.backend import cuda as _cuda, dispatch as _dispatch
+from ncfast.backend import cuda as _cuda, cuda_slab, dispatch as _dispatch, gram_gemm, gram_plan, kernel_args
+from ncfast._state import empty_state
 from reference_stats import numpy_stats, offset_data, rel_err
 from slab_model import CORR_SPLIT, WINDOWS, SlabModel, correction_rows, next_exponent, to_slab
 
@@ -360,6 +361,55 @@ def test_cuda_sources_are_compiled_when_nvcc_exists():
     assert info["cuda_runtime_version"] >= 12000
     for name in ("update_class_stats_cuda", "cuda_scratch_bytes", "cuda_device_count"):
         assert hasattr(_C, name), name
+
+
+@needs_cuda_build
+@pytest.mark.parametrize("mode, dtype", [("bf16", torch.bfloat16), ("f16", torch.float16), ("tf32", torch.float32),
+                                         ("f64", torch.float32), ("f32", torch.float32), ("f64", torch.float64)])
+@pytest.mark.parametrize("rows, dim, k", [(256, 40, 1000), (1, 7, 3), (300, 130, 5)])
+def test_driver_builds_slab_calls_the_kernels_accept(mode, dtype, rows, dim, k):
+    """The SlabCall cuda_slab builds for a small step passes the C++ layout checks (which run
+    before anything touches a device): without a GPU the call fails at the device, not there;
+    corrupted, it fails there."""
+    if torch.cuda.is_available() or _C.cuda_device_count() > 0:
+        pytest.skip("a GPU is present: the kernels would run on host pointers")
+    cpu = torch.device("cpu")
+    state = empty_state(k, dim, cpu, per_class_diag=True)
+    state.device_status = torch.zeros(16, dtype=torch.int64)
+    x = torch.randn(rows, dim).to(dtype)
+    y = torch.randint(0, k, (rows,))
+    gram = cuda_slab._new_gram(gram_plan.make_layout(dim, mode), cpu)
+    plan = gram_plan.plan_update(rows, k, gram.layout)
+    if not plan.small:
+        pytest.skip("a float32 'exact' step of this size takes the chunked layout (needs the device to size)")
+    nbytes = _C.slab_scratch_bytes(rows, dim, k, 0, 0, plan.chunk_rows, True, gram.layout.padded_dim)
+    base = torch.empty(nbytes + 256, dtype=torch.uint8)  # CUDA's allocator aligns to 512 bytes, the CPU's less
+    scratch = base[(-base.data_ptr()) % 256 :][:nbytes]
+    slab_dtype = gram_gemm.SLAB_DTYPES[mode]
+    slab_x = cuda_slab._buffer(state, "slab_x", plan.slab_elems, slab_dtype, cpu)
+    slab_y = cuda_slab._buffer(state, "slab_y", plan.slab_elems, slab_dtype, cpu)
+    corr = cuda_slab._buffer(state, "slab_corr_x", plan.corr_elems, slab_dtype, cpu)
+    call = cuda_slab._chunk_call(state, plan, gram, scratch, slab_x, slab_y, corr, corr)
+    call.row0, call.rows, call.first_chunk = 0, rows, True
+    call.split_rows, call.add_rows = plan.split_rows(rows), plan.add_rows(rows)
+    args = kernel_args.state_and_batch(state, x, y)
+
+    def enqueue():
+        _C.update_slab_chunk_cuda(*args, 0, call, state.device_status.data_ptr(), 0)
+
+    with pytest.raises(RuntimeError, match="ncfast CUDA"):  # the layout passed; no device to run on
+        enqueue()
+    for field, bad, message in [("max_slots", plan.max_slots + 1, "max_slots"),
+                                ("ld", plan.ld + 8, "ld must be"),
+                                ("slab_elems", plan.split_rows(rows) * plan.ld - 1, "slab smaller"),
+                                ("corr_split", 2, "corr_split"),
+                                ("split_rows", 0, "split_rows"),
+                                ("scratch_size", 16, "scratch holds")]:
+        good = getattr(call, field)
+        setattr(call, field, bad)
+        with pytest.raises(ValueError, match=message):
+            enqueue()
+        setattr(call, field, good)
 
 
 @needs_cuda_build
