@@ -299,7 +299,7 @@ def plan_update(rows: int, num_classes: int, layout: Layout, *, nan_policy: str 
 
     # Chunk rows: the caller's cap, the slab budget, the per-slot moments, the partial's slots.
     elem = SLAB_BYTES[mode]
-    budget_rows = slab_budget // (dp * elem) - (layout.slots - 1)  # room for the last split's padding
+    budget_rows = slab_budget // (dp * elem)  # the last split's padding (< splits rows) may pass it
     chunk = min(rows, cap, max(1, budget_rows), (1 << 31) - 1, layout.slots * fold)
     while chunk > 1024 and min(num_classes, chunk) * layout.dim * 16 > CLASS_BUDGET:
         chunk //= 2

@@ -136,7 +136,7 @@ def test_plans_cover_the_call_within_every_limit(mode, rows, dim, k, nan_policy,
         assert plan.gemm_rows(rows) == rows + plan.corr_split * plan.max_slots and plan.corr_gemms == ()
     else:
         assert plan.prevalidated == (nan_policy == "skip" or plan.num_chunks > 1)
-        assert plan.slab_elems * gp.SLAB_BYTES[mode] <= max(budget, layout.padded_dim * gp.SLAB_BYTES[mode])
+        assert plan.chunk_rows * layout.padded_dim * gp.SLAB_BYTES[mode] <= max(budget, layout.padded_dim * gp.SLAB_BYTES[mode])
         assert min(k, plan.chunk_rows) * dim * 16 <= max(gp.CLASS_BUDGET, 1024 * dim * 16)
         assert len(plan.corr_gemms) == plan.levels + 1
     for _, n in chunks:
