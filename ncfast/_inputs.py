@@ -26,10 +26,24 @@ def to_tensor(value: Any, name: str) -> Tensor:
                 return torch.from_numpy(value)
             except TypeError as err:
                 raise TypeError(f"{name}: NumPy dtype {value.dtype} is not supported") from err
+    if type(value).__module__.split(".")[0] in ("pyarrow", "datasets"):
+        return torch.from_numpy(_columnar(value, name))
     try:
         return torch.as_tensor(np.asarray(value))
     except (TypeError, ValueError) as err:
         raise TypeError(f"{name}: expected a tensor or array, got {type(value).__name__}") from err
+
+
+def _columnar(value: Any, name: str) -> np.ndarray:
+    """A pyarrow (Chunked)Array or a ``datasets`` column as one array (lists of floats become
+    (rows, D) features; see ncfast.io.arrow_arrays)."""
+    from .io.arrow_arrays import to_numpy
+
+    if type(value).__module__.split(".")[0] == "datasets":
+        from .io.hfdatasets import column_arrow
+
+        value = column_arrow(value, name)
+    return to_numpy(value, name)
 
 
 def as_features(value: Any, dim: int) -> Tensor:
