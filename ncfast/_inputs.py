@@ -1,4 +1,4 @@
-"""Turns user inputs (torch tensors, NumPy arrays and memmaps, sequences) into tensors the
+"""Turns user inputs (torch tensors, NumPy arrays and memmaps, pyarrow columns, sequences) into tensors the
 kernels accept, with one clear error per bad argument. Never copies unless it must."""
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from ._dtypes import FLOAT_CODES, LABEL_CODES
 def to_tensor(value: Any, name: str) -> Tensor:
     if isinstance(value, Tensor):
         return value
+    if type(value).__module__.split(".")[0] in ("pyarrow", "datasets"):
+        value = _columnar(value, name)
     if isinstance(value, np.ndarray):
         if any(s < 0 for s in value.strides):
             value = np.ascontiguousarray(value)
@@ -26,8 +28,6 @@ def to_tensor(value: Any, name: str) -> Tensor:
                 return torch.from_numpy(value)
             except TypeError as err:
                 raise TypeError(f"{name}: NumPy dtype {value.dtype} is not supported") from err
-    if type(value).__module__.split(".")[0] in ("pyarrow", "datasets"):
-        return torch.from_numpy(_columnar(value, name))
     try:
         return torch.as_tensor(np.asarray(value))
     except (TypeError, ValueError) as err:

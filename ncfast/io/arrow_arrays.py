@@ -20,7 +20,7 @@ def layout(arrow_type: Any, where: str) -> Tuple[Tuple[Optional[int], ...], torc
     import pyarrow as pa
 
     t = arrow_type
-    if isinstance(t, pa.ExtensionType):
+    if isinstance(t, pa.BaseExtensionType):
         if getattr(t, "extension_name", "") == "arrow.fixed_shape_tensor":
             if t.permutation is not None and list(t.permutation) != sorted(t.permutation):
                 raise ValueError(f"{where}: a tensor column with a permuted layout is not supported")
@@ -52,7 +52,7 @@ def rows_of(array: Any, width: Tuple[int, ...], where: str, first_row: int = 0) 
     make one); ValueError naming the row for nulls and rows of another length."""
     import pyarrow as pa
 
-    if isinstance(array.type, pa.ExtensionType):
+    if isinstance(array.type, pa.BaseExtensionType):
         array = array.storage
     n = len(array)
     if array.null_count:
