@@ -47,7 +47,7 @@ def looks_like(head: bytes, size: int) -> bool:
     if len(head) < 9 or size < 10:
         return False
     (length,) = struct.unpack("<Q", head[:8])
-    return 2 <= length <= min(size - 8, MAX_HEADER) and head[8:9] == b"{"
+    return 2 <= length <= min(size - 8, MAX_HEADER) and head[8:9] in (b"{", b"[", b" ", b"\n")
 
 
 def _no_duplicates(pairs):
