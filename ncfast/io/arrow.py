@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .arrow_arrays import layout, rows_of, width_of
-from .part import Part, element_size, optional, row_elements
+from .part import Part, element_size, optional, row_elements, unreadable
 
 PARQUET_MAGIC = b"PAR1"
 FILE_MAGIC = b"ARROW1"
@@ -35,10 +35,6 @@ def _pyarrow(what: str = "reading Parquet / Arrow files"):
     import pyarrow.parquet  # noqa: F401
 
     return pa
-
-
-def _reason(err: Exception) -> str:
-    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
 
 
 def _column(path: str, names: List[str], key: Optional[str]) -> str:
@@ -110,7 +106,6 @@ class ParquetColumn(ArrowColumn):
             raise ValueError(f"{self.path}: holds fewer rows than its metadata says ({self.rows})") from None
 
     def read_into(self, out: Tensor, start: int, stop: int) -> None:
-        pa = _pyarrow()
         with self._lock:
             try:
                 cursor = self._cursor if self._cursor is not None and self._cursor.row == start else None
@@ -130,12 +125,9 @@ class ParquetColumn(ArrowColumn):
                     if take < len(array):
                         cursor.pending = array.slice(take)
                     cursor.row += take
-            except (pa.ArrowException, OSError) as err:
+            except Exception as err:  # pyarrow raises ArrowException, OSError, UnicodeDecodeError, ...
                 self._cursor = None
-                raise ValueError(f"{self.path}: not a readable Parquet file ({_reason(err)})") from None
-            except ValueError:
-                self._cursor = None
-                raise
+                raise unreadable(self.path, "Parquet file", err) from None
             if stop == self.rows:
                 cursor.closer.close()
                 self._cursor = None
@@ -156,8 +148,8 @@ def parquet_part(path: str, key: Optional[str]) -> Part:
             groups = [f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)]
         finally:
             f.close()
-    except (pa.ArrowException, OSError) as err:
-        raise ValueError(f"{path}: not a readable Parquet file ({_reason(err)})") from None
+    except Exception as err:  # pyarrow raises ArrowException, OSError, UnicodeDecodeError, ...
+        raise unreadable(path, "Parquet file", err) from None
     return ParquetColumn(path, column, sum(groups), row_shape, dtype, groups)
 
 
@@ -193,13 +185,13 @@ class IpcColumn(ArrowColumn):
                     self._copy(dest[row + lo - start: row + hi - start], array.slice(lo, hi - lo), row + lo)
                     row += len(array)
                     batch += 1
-        except (pa.ArrowException, OSError, IndexError) as err:
-            raise ValueError(f"{self.path}: not a readable Arrow file ({_reason(err)})") from None
+        except Exception as err:  # pyarrow raises ArrowException, OSError, UnicodeDecodeError, ...
+            raise unreadable(self.path, "Arrow file", err) from None
 
 
 def _scan_stream(pa: Any, m: Any, path: str) -> Tuple[Any, List[int], List[int]]:
     reader = pa.ipc.MessageReader.open_stream(m)
-    message = reader.read_next_message()
+    message = next(iter(reader), None)
     if message is None or message.type != "schema":
         raise ValueError(f"{path}: not a readable Arrow stream (it does not start with a schema)")
     schema = pa.ipc.read_schema(message)
@@ -219,7 +211,25 @@ def _scan_stream(pa: Any, m: Any, path: str) -> Tuple[Any, List[int], List[int]]
             continue
         rows.append(pa.ipc.read_record_batch(message, schema).num_rows)
         offsets.append(at)
+    if offsets:
+        _check_native_order(pa, m, path, schema, offsets[0])
     return schema, rows, offsets
+
+
+def _check_native_order(pa: Any, m: Any, path: str, schema: Any, offset: int) -> None:
+    """A stream written in the other byte order is swapped by pyarrow's stream reader (into
+    new buffers) but not by read_record_batch: refuse it rather than read raw bytes."""
+    m.seek(0)
+    swapped = pa.ipc.open_stream(m).read_next_batch()
+    m.seek(offset)
+    raw = pa.ipc.read_record_batch(pa.ipc.read_message(m), schema)
+
+    def addresses(batch):
+        return [b.address for column in batch.columns for b in column.buffers() if b is not None]
+
+    if addresses(swapped) != addresses(raw) and not swapped.equals(raw):  # (an aligning copy is equal)
+        raise ValueError(f"{path}: an Arrow stream in big-endian byte order, which ncfast does not read; re-save it "
+                         "on a little-endian machine (or as Parquet)")
 
 
 def ipc_part(path: str, key: Optional[str], stream: bool) -> Part:
@@ -246,8 +256,8 @@ def ipc_part(path: str, key: Optional[str], stream: bool) -> Part:
                         else:
                             batch = reader.get_batch(first)
                         row_shape = width_of(batch.column(schema.get_field_index(column)), (None,))
-    except (pa.ArrowException, OSError) as err:
-        raise ValueError(f"{path}: not a readable Arrow file ({_reason(err)})") from None
+    except Exception as err:  # pyarrow raises ArrowException, OSError, UnicodeDecodeError, ...
+        raise unreadable(path, "Arrow file", err) from None
     return IpcColumn(path, column, row_shape, dtype, rows, schema, offsets)
 
 

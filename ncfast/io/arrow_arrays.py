@@ -25,10 +25,14 @@ def layout(arrow_type: Any, where: str) -> Tuple[Tuple[Optional[int], ...], torc
             if t.permutation is not None and list(t.permutation) != sorted(t.permutation):
                 raise ValueError(f"{where}: a tensor column with a permuted layout is not supported")
             _, dtype = layout(t.storage_type.value_type, where)
+            if any(int(s) < 0 for s in t.shape):
+                raise ValueError(f"{where}: a tensor column of shape {list(t.shape)}")
             return tuple(int(s) for s in t.shape), dtype
         t = t.storage_type
     if pa.types.is_fixed_size_list(t):
         inner, dtype = layout(t.value_type, where)
+        if t.list_size < 0:
+            raise ValueError(f"{where}: a fixed-size list of {t.list_size} values")
         return (t.list_size,) + inner, dtype
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         inner, dtype = layout(t.value_type, where)

@@ -10,14 +10,13 @@ checked against their own structure.
 from __future__ import annotations
 
 import os
-import struct
 import zipfile
 from typing import Optional
 
 from . import bigann, hdf5, npy, pt, text
 from . import safetensors as st
 from .arrow import FILE_MAGIC, PARQUET_MAGIC, STREAM_MAGIC
-from .part import Part, check_regular, open_regular
+from .part import Part, check_regular, open_regular, reason
 
 READS = (".npy, .npz, .pt/.pth (torch.save), .safetensors, HDF5 (.h5/.hdf5), Parquet, Arrow IPC/Feather, "
          "Hugging Face datasets folders (save_to_disk), .fbin/.u8bin/.i8bin/.ibin, .fvecs/.bvecs/.ivecs, "
@@ -39,8 +38,8 @@ def _zip_kind(path: str) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError, struct.error, ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: a zip archive that cannot be read ({err})") from None
+    except Exception as err:  # zipfile raises BadZipFile, NotImplementedError, struct.error, ...
+        raise ValueError(f"{path}: a zip archive that cannot be read ({reason(err)})") from None
     if pt.is_torch_zip(names):
         return "pt"
     if all(n.endswith(".npy") for n in names):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .part import Part, element_size, optional, row_elements
+from .part import Part, element_size, optional, reason, row_elements, unreadable
 from .segment import Segment
 
 MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -69,11 +69,8 @@ def hdf5_part(path: str, key: Optional[str]) -> Part:
             if offset is not None and native and not obj.external and shape[0] * row_elements(shape):
                 return Segment(path, int(offset), shape, dtype)
             chunk_rows = obj.chunks[0] if obj.chunks else 1
-    except ValueError:
-        raise
-    except (OSError, KeyError, TypeError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a readable HDF5 file ({first})") from None
+    except Exception as err:  # h5py raises OSError, KeyError, RuntimeError, ... on a damaged file
+        raise unreadable(path, "HDF5 file", err) from None
     return H5Dataset(path, key, shape, dtype, chunk_rows)
 
 
@@ -89,18 +86,16 @@ class H5Dataset(Part):
 
     def read_into(self, out: Tensor, start: int, stop: int) -> None:
         h5py = _h5py()
+        n = stop - start
+        dest = out.view(-1)[: n * row_elements(self.shape)].numpy().reshape((n,) + self.shape[1:])
         with self._lock:
-            if self._file is None:
-                self._file = h5py.File(self.path, "r", rdcc_nbytes=self._cache, rdcc_nslots=100_003)
-            dataset = self._file[self.key]
-            n = stop - start
-            dest = out.view(-1)[: n * row_elements(self.shape)].numpy().reshape((n,) + self.shape[1:])
             try:
-                dataset.read_direct(dest, np.s_[start:stop], np.s_[0:n])
-            except (OSError, RuntimeError, TypeError) as err:
-                first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+                if self._file is None:
+                    self._file = h5py.File(self.path, "r", rdcc_nbytes=self._cache, rdcc_nslots=100_003)
+                self._file[self.key].read_direct(dest, np.s_[start:stop], np.s_[0:n])
+            except Exception as err:
                 raise ValueError(f"{self.path}: dataset {self.key!r} cannot be read at rows [{start}, {stop}) "
-                                 f"({first})") from None
+                                 f"({reason(err)})") from None
             if stop == self.rows:
                 self._file.close()  # a pass over many shards does not keep every file open
                 self._file = None

@@ -8,7 +8,6 @@ chunk; asking for earlier rows restarts the stream, so a pass reads it once.
 
 from __future__ import annotations
 
-import struct
 import threading
 import zipfile
 from typing import Dict, Optional, Tuple
@@ -17,16 +16,10 @@ import torch
 from torch import Tensor
 
 from .npy import nbytes, read_header
-from .part import Part, element_size, open_regular, read_exactly, row_elements
+from .pt import data_offset
+from .part import Part, element_size, open_regular, read_exactly, row_elements, unreadable
 from .segment import Segment
 
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, struct.error, NotImplementedError,
-               RuntimeError, ValueError, UnicodeDecodeError)
-
-
-def _bad(path: str, err: Exception) -> ValueError:
-    reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-    return ValueError(f"{path}: not a readable .npz archive ({reason})")
 
 
 def members(archive: zipfile.ZipFile) -> Dict[str, zipfile.ZipInfo]:
@@ -55,21 +48,13 @@ def npz_part(path: str, key: Optional[str]) -> Part:
             return DeflatedMember(path, key, shape, dtype)
         except LookupError as err:
             raise ValueError(str(err)) from None
-        except _ZIP_ERRORS as err:
-            if isinstance(err, ValueError) and str(err).startswith(path):
-                raise
-            raise _bad(path, err) from None
+        except Exception as err:  # zipfile raises BadZipFile, NotImplementedError, struct.error, ...
+            raise unreadable(path, ".npz archive", err) from None
 
 
 def _stored(path: str, f, key: str, info: zipfile.ZipInfo) -> Segment:
     """A stored member's .npy header is read where its bytes lie in the archive."""
-    f.seek(info.header_offset)
-    local = bytearray(30)
-    read_exactly(f, memoryview(local), path, f"member {key!r}")
-    signature, name_len, extra_len = struct.unpack("<4s22xHH", local)
-    if signature != b"PK\x03\x04":
-        raise ValueError(f"{path}: not a readable .npz archive (bad local header of member {key!r})")
-    start = info.header_offset + 30 + name_len + extra_len
+    start = data_offset(path, f, info)
     f.seek(start)
     shape, dtype = read_header(f, f"{path}:{key}")
     offset = f.tell()
@@ -110,11 +95,9 @@ class DeflatedMember(Part):
         with self._lock:
             try:
                 self._read(out, start, stop)
-            except _ZIP_ERRORS as err:
+            except Exception as err:
                 self._close()
-                if isinstance(err, ValueError) and str(err).startswith(self.path):
-                    raise
-                raise _bad(self.path, err) from None
+                raise unreadable(self.path, ".npz archive", err) from None
 
     def _read(self, out: Tensor, start: int, stop: int) -> None:
         if self._open is None or self._open[3] > start:

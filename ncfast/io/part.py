@@ -101,3 +101,17 @@ def optional(module: str, extra: str, what: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise ImportError(f"{what} needs the {module.split('.')[0]} package: pip install 'ncfast[{extra}]'") from None
+
+
+def reason(err: BaseException) -> str:
+    """The first line of an exception's message (or its type), for one-line errors."""
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def unreadable(path: str, what: str, err: Exception) -> ValueError:
+    """A library's failure on a malformed file as one ValueError naming the file; errors that
+    already name it (ncfast's own checks) pass through unchanged."""
+    if isinstance(err, ValueError) and str(err).startswith(path):
+        return err
+    return ValueError(f"{path}: not a readable {what} ({reason(err)})")

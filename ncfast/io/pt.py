@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
+import warnings
 import zipfile
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .part import Part, element_size, row_elements
+from .part import Part, element_size, open_regular, reason, row_elements, unreadable
 from .segment import Segment
 
 # pickle protocol 2, then torch's legacy magic number 0x1950a86a20f9469cfc6c as a LONG1
@@ -39,16 +41,15 @@ def legacy_error(path: str) -> ValueError:
 
 def _load(path: str, **kwargs) -> Any:
     try:
-        return torch.load(path, weights_only=True, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a damaged pickle gets our one-line error, not torch's warnings too
+            return torch.load(path, weights_only=True, **kwargs)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
         raise ValueError(f"{path}: holds objects other than tensors, lists, tuples and dicts, which ncfast does not "
-                         f"unpickle ({first}); save plain tensors, e.g. torch.save({{'features': x, 'labels': y}}, "
-                         "path)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError,
-            zipfile.BadZipFile, MemoryError, RecursionError, OverflowError) as err:
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a readable torch.save file ({first})") from None
+                         f"unpickle ({reason(err)[:160]}); save plain tensors, e.g. torch.save({{'features': x, "
+                         "'labels': y}, path)") from None
+    except Exception as err:  # torch raises RuntimeError, AssertionError, EOFError, ... on a damaged archive
+        raise unreadable(path, "torch.save file", err) from None
 
 
 def _describe(obj: Any) -> str:
@@ -95,17 +96,37 @@ def select(path: str, obj: Any, key: Optional[str]) -> Tensor:
     return found
 
 
-def _byteorder(path: str) -> str:
-    with zipfile.ZipFile(path) as archive:
+def _layout(path: str) -> Tuple[str, Dict[int, int]]:
+    """The archive's byte order, and {file offset: size} of every stored storage record, read
+    from the zip's own headers (so an offset torch computed is checked, not trusted)."""
+    spans: Dict[int, int] = {}
+    with open_regular(path) as f, zipfile.ZipFile(f) as archive:
         names = [n for n in archive.namelist() if n == "byteorder" or n.endswith("/byteorder")]
-        return archive.read(names[0]).decode("ascii", "replace") if names else "little"
+        order = archive.read(names[0]).decode("ascii", "replace") if names else "little"
+        for info in archive.infolist():
+            if "/data/" in info.filename and info.compress_type == zipfile.ZIP_STORED:
+                spans[data_offset(path, f, info)] = info.file_size
+    return order, spans
+
+
+def data_offset(path: str, f, info: zipfile.ZipInfo) -> int:
+    """Where a zip record's bytes begin, from its local header, which must name the same
+    record as the central directory (else two entries could claim the same bytes)."""
+    f.seek(info.header_offset)
+    local = f.read(30)
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        raise ValueError(f"{path}: damaged zip archive (no local header for {info.filename!r})")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    if f.read(name_len) != info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437"):
+        raise ValueError(f"{path}: damaged zip archive (the local header of {info.filename!r} names another record)")
+    return info.header_offset + 30 + name_len + extra_len
 
 
 def pt_part(path: str, key: Optional[str]) -> Part:
     try:
-        order = _byteorder(path)
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable torch.save file ({err})") from None
+        order, spans = _layout(path)
+    except Exception as err:  # zipfile raises BadZipFile, NotImplementedError, struct.error, ...
+        raise unreadable(path, "torch.save file", err) from None
     if order != "little":
         raise ValueError(f"{path}: saved on a {order}-endian machine; load it there and save the tensor with "
                          "np.save(path, x.numpy()) (little-endian)")
@@ -115,8 +136,9 @@ def pt_part(path: str, key: Optional[str]) -> Part:
     if t.ndim == 0:
         raise ValueError(f"{path}: {key or 'the tensor'} is a scalar, not rows")
     shape = tuple(t.shape)
-    base = getattr(t.untyped_storage(), "_checkpoint_offset", None)
-    if isinstance(base, int) and t.is_contiguous():
+    storage = t.untyped_storage()
+    base = getattr(storage, "_checkpoint_offset", None)
+    if isinstance(base, int) and spans.get(base) == storage.nbytes() and t.is_contiguous():
         offset = base + t.storage_offset() * element_size(t.dtype)
         end = offset + shape[0] * row_elements(shape) * element_size(t.dtype)
         if end > os.path.getsize(path):

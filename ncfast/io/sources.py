@@ -47,6 +47,9 @@ class ArraySource:
         if array is not None:
             self.shape, self.dtype = tuple(array.shape), array.dtype
         else:
+            for p in self._parts:
+                if not all(isinstance(s, int) and s >= 0 for s in p.shape):
+                    raise ValueError(f"{p.path or name}: holds an array of shape {p.shape}")
             tails = {p.shape[1:] for p in self._parts}
             dtypes = {p.dtype for p in self._parts}
             if len(tails) != 1 or len(dtypes) != 1:
