@@ -25,7 +25,7 @@ from .part import Part, element_size, optional, row_elements, unreadable
 PARQUET_MAGIC = b"PAR1"
 FILE_MAGIC = b"ARROW1"
 STREAM_MAGIC = b"\xff\xff\xff\xff"
-BATCH_BYTES = 8 << 20  # Parquet decode granularity
+BATCH_BYTES = 2 << 20  # Parquet decode granularity: a list column holds about 5x this while decoded
 
 
 def _pyarrow(what: str = "reading Parquet / Arrow files"):
@@ -136,7 +136,7 @@ class ParquetColumn(ArrowColumn):
 def parquet_part(path: str, key: Optional[str]) -> Part:
     pa = _pyarrow()
     try:
-        f = pa.parquet.ParquetFile(path)
+        f = pa.parquet.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)  # pages stream, not chunks
         try:
             schema = f.schema_arrow
             column = _column(path, schema.names, key)

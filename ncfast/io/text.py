@@ -1,7 +1,7 @@
 """Labels as text: a ``.txt`` or ``.csv`` file of one integer per line (a first line that is a
 column name, such as ``label``, is a header). Handed out as (rows,) int64.
 
-Opening the file counts its lines (no parsing) and keeps the byte offset of every 4 MiB block,
+Opening the file counts its lines (no parsing) and keeps the byte offset of every 1 MiB block,
 so memory stays bounded however many labels there are; reading parses the blocks a row
 range covers, the last one kept for the next read. A bad line is named by its number.
 """
@@ -23,7 +23,7 @@ from torch import Tensor
 from .part import Part, open_regular
 
 SUFFIXES = (".txt", ".csv")
-BLOCK = 4 << 20
+BLOCK = 1 << 20
 _HEADER = re.compile(rb'^\s*"?[A-Za-z_][\w .\-]*"?\s*$')
 
 
