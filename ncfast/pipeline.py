@@ -35,7 +35,8 @@ def accumulate(
     uninterrupted pass gives (same chunk boundaries, same operations).
 
     `features` and `labels` are ArraySources or anything `ncfast.io.open_array` opens: a path
-    to .npy / a folder or glob of shards / file.safetensors[:name], a NumPy array or a tensor.
+    to a file in any format ncfast reads (FILE:KEY for one array of it; a folder or glob of
+    shards), a NumPy array or tensor, a pyarrow column or a ``datasets`` column.
     `row_range` = (first, stop) restricts the pass to those rows (one rank's share).
     `nan_policy`: "raise" (a row with NaN/Inf stops the pass) or "skip" (such rows are dropped
     and counted in ``stats.skipped_rows``)."""

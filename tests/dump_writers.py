@@ -14,6 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+# HF datasets is used offline only: files it writes and reads here, never the hub.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 Writer = Callable[[str, np.ndarray, np.ndarray], Tuple[str, str]]
 WRITERS: Dict[str, Writer] = {}
 NEEDS = {}  # kind -> the optional package it needs

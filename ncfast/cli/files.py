@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..io import SPEC_HELP
 from ..io.atomic import check_writable
 from ..stats import load_stats, save_stats
 from .common import (CommandError, add_checkpoint_options, add_common_options, check_outputs, start_distributed,
@@ -35,8 +36,8 @@ def cmd_merge(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("stats", help="write the statistics of a dump (.safetensors or .pt)")
-    p.add_argument("features", help=".npy, folder/glob of .npy shards, or file.safetensors[:name]")
-    p.add_argument("labels", help="labels in the same formats")
+    p.add_argument("features", help=SPEC_HELP)
+    p.add_argument("labels", help="labels in the same formats, or a .txt/.csv of one integer per line")
     p.add_argument("-o", "--output", required=True, help="file to write: .pt (torch.save), otherwise safetensors")
     add_checkpoint_options(p)
     p.add_argument("--distributed", action="store_true", help="under torchrun: rows shared among the ranks")

@@ -11,7 +11,7 @@ import torch
 
 from .. import metrics
 from .._progress import Progress
-from ..io import open_array, stream
+from ..io import SPEC_HELP, open_array, stream
 from ..metrics.registry import SCORES
 from ..pipeline import accumulate
 from ..stats import load_stats
@@ -120,8 +120,8 @@ def cmd_score(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("score", help="score one feature dump")
-    p.add_argument("features", nargs="?", help=".npy, folder/glob of .npy shards, or file.safetensors[:name]")
-    p.add_argument("labels", nargs="?", help="labels in the same formats")
+    p.add_argument("features", nargs="?", help=SPEC_HELP)
+    p.add_argument("labels", nargs="?", help="labels in the same formats, or a .txt/.csv of one integer per line")
     p.add_argument("--stats", help="score saved statistics instead of features")
     p.add_argument("--metrics", help=f"comma list from: {', '.join(SCORES)} (default: all)")
     p.add_argument("--classifier", help="(K, D) .npy of last-layer weights: adds NC2/NC3 and NC4 (second pass)")

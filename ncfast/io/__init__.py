@@ -18,9 +18,9 @@ the statistics file format. Nothing here knows ClassStats: the statistics' own `
 
 from __future__ import annotations
 
-from .formats import READS
+from .formats import READS, SPEC_HELP
 from .part import Part
 from .sources import ArraySource, check_pair, default_chunk_rows, open_array
 from .stream import stream
 
-__all__ = ["ArraySource", "Part", "READS", "check_pair", "default_chunk_rows", "open_array", "stream"]
+__all__ = ["ArraySource", "Part", "READS", "SPEC_HELP", "check_pair", "default_chunk_rows", "open_array", "stream"]

@@ -22,6 +22,9 @@ READS = (".npy, .npz, .pt/.pth (torch.save), .safetensors, HDF5 (.h5/.hdf5), Par
          "Hugging Face datasets folders (save_to_disk), .fbin/.u8bin/.i8bin/.ibin, .fvecs/.bvecs/.ivecs, "
          "and labels as .txt/.csv")
 CONVERT = "convert it, e.g. np.save('x.npy', array)"
+SPEC_HELP = ("a file in any format ncfast reads (.npy, .npz, .pt, .safetensors, HDF5, Parquet, Arrow, .fbin, .fvecs, "
+             "...; recognised by its first bytes), FILE:KEY for one tensor / dataset / member / column of it, or a "
+             "folder or glob of shards")
 _NAMED = {".npy": ".npy", ".npz": ".npz", ".pt": "torch.save", ".pth": "torch.save", ".safetensors": "safetensors",
           ".h5": "HDF5", ".hdf5": "HDF5", ".parquet": "Parquet", ".arrow": "Arrow", ".feather": "Feather"}
 
