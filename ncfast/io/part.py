@@ -42,6 +42,12 @@ class Part:
         elements of `dtype`. Raises ValueError naming the file when the data is not there."""
         raise NotImplementedError
 
+    def fingerprint(self) -> list:
+        """What identifies the data for a checkpoint's resume: the file's path, size and
+        modification time."""
+        st = os.stat(self.path)
+        return [(os.path.abspath(self.path), st.st_size, st.st_mtime_ns)]
+
 
 def element_size(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()

@@ -75,15 +75,7 @@ class ArraySource:
         """Identifies the data for checkpoint resume: paths, sizes, modification times."""
         if self._array is not None:
             return [("array", list(self.shape), str(self.dtype))]
-        out = []
-        for p in self._parts:
-            custom = getattr(p, "fingerprint", None)
-            if custom is not None:
-                out.extend(custom())
-                continue
-            st = os.stat(p.path)
-            out.append((os.path.abspath(p.path), st.st_size, st.st_mtime_ns))
-        return out
+        return [entry for p in self._parts for entry in p.fingerprint()]
 
     def read(self, start: int, stop: int, out: Optional[Tensor] = None) -> Tensor:
         """Rows [start, stop) as a tensor (into `out` when given, which must be large enough)."""
