@@ -126,6 +126,8 @@ class ParquetColumn(ArrowColumn):
                         cursor.pending = array.slice(take)
                     cursor.row += take
             except Exception as err:  # pyarrow raises ArrowException, OSError, UnicodeDecodeError, ...
+                if self._cursor is not None and self._cursor.closer is not None:
+                    self._cursor.closer.close()
                 self._cursor = None
                 raise unreadable(self.path, "Parquet file", err) from None
             if stop == self.rows:

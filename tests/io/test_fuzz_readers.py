@@ -137,7 +137,7 @@ def build_arrow_stream(folder):
 
 
 def build_feather(folder):
-    pa = pytest.importorskip("pyarrow")
+    pytest.importorskip("pyarrow")
     import pyarrow.feather as feather
 
     feather.write_feather(_arrow_table(), os.path.join(folder, "d.feather"), chunksize=7, compression="uncompressed")
