@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Dict, Optional
 
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_file
 
 
 def print_table(rows: Dict[str, Optional[float]], title: str) -> None:
@@ -17,6 +17,6 @@ def print_table(rows: Dict[str, Optional[float]], title: str) -> None:
 
 
 def write_json(path: str, payload: dict) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
+    with atomic_file(path, "w") as f:
         json.dump(payload, f, indent=2)
         f.write("\n")

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_file
 from .part import open_regular, read_exactly
 from .segment import Segment
 
@@ -160,7 +160,7 @@ def save(path: str, tensors: Dict[str, torch.Tensor], metadata: Optional[dict] =
         header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
     encoded = json.dumps(header).encode()
     encoded += b" " * (-len(encoded) % 8)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_file(path) as f:
         f.write(struct.pack("<Q", len(encoded)))
         f.write(encoded)
         for blob in blobs:
