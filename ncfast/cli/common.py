@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import zipfile
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -63,10 +65,33 @@ def compute_scores(stats, names: List[str], quiet: bool = False) -> Dict[str, Op
 
 
 def load_matrix(path: str, what: str) -> torch.Tensor:
+    """A numeric .npy as float64, its header checked against the file's size before anything
+    is allocated (a header claiming 1e15 rows is an error, not a 56 PiB allocation)."""
+    if not os.path.exists(path):
+        raise CommandError(f"{what}: no such file: {path}")
+    if not os.path.isfile(path):
+        raise CommandError(f"{what}: {path} is not a regular file")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = [n[:-4] if n.endswith(".npy") else n for n in archive.namelist()]
+        raise CommandError(f"{what}: {path} is a .npz archive (of {', '.join(names[:5]) or 'nothing'}); "
+                           "save the one matrix with np.save as .npy")
     try:
-        return torch.from_numpy(np.load(path)).to(torch.float64)
-    except FileNotFoundError:
-        raise CommandError(f"{what}: no such file: {path}") from None
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+            data_bytes = os.path.getsize(path) - f.tell()
+    except (ValueError, OSError, SyntaxError) as err:
+        raise CommandError(f"{what}: {path} is not a readable .npy file ({err})") from None
+    if dtype.hasobject or dtype.kind not in "fiub":
+        raise CommandError(f"{what}: {path} holds {dtype}, expected a numeric matrix")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > data_bytes:
+        raise CommandError(f"{what}: {path} claims shape {shape} ({needed:,} bytes) but holds {data_bytes:,} "
+                           "bytes of data (truncated or corrupt)")
+    try:
+        return torch.from_numpy(np.load(path, allow_pickle=False)).to(torch.float64)
     except ValueError as err:
         raise CommandError(f"{what}: cannot read {path} ({err})") from None
 
