@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._state import StatsState, grow_classes
+from ._state import StatsState, grow_classes, truncate_classes
 
 
 def require_initialised():
@@ -69,6 +69,7 @@ def all_reduce_state_(s: StatsState, fixed_classes: bool, group: Optional[object
         return
     device = comm_device(dist, group, s.device)
     k = _agree_on_shape(dist, group, s, fixed_classes, device)
+    classes_before = s.num_classes
     if k > s.num_classes:
         grow_classes(s, k)
     d = s.dim
@@ -96,6 +97,11 @@ def all_reduce_state_(s: StatsState, fixed_classes: bool, group: Optional[object
     second = torch.cat(parts)
     dist.all_reduce(second, op=SUM, group=group)
 
+    # Every rank holds the same sums, so every rank takes this branch or none does.
+    if not bool(torch.isfinite(second).all() & torch.isfinite(mu).all()):
+        truncate_classes(s, classes_before)
+        raise ValueError("all_reduce: the merged statistics overflow float64 (class means too far apart across "
+                         "ranks); the statistics are unchanged")
     _unpack_into(s, n, mu, second, k, d)
 
 

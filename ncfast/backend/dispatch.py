@@ -101,11 +101,18 @@ def check_device_status_(state: StatsState) -> None:
 def reference_update_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str) -> None:
     """Validates like the kernel (all-or-nothing), then runs the pure-PyTorch update."""
     check_label_range(labels, state.num_classes, error=UpdateError)
-    finite = torch.isfinite(features).all(dim=1)
+    peaks = torch.linalg.vector_norm(features, ord=float("inf"), dim=1)  # max |x| per row; NaN/Inf stay
+    finite = torch.isfinite(peaks)
+    skipped = 0
     if not bool(finite.all()):
         if nan_policy == "raise":
             row = int((~finite).nonzero()[0, 0])
             raise UpdateError(_nonfinite_message(row))
-        state.skipped_rows += int((~finite).sum())
-        features, labels = features[finite], labels[finite]
-    reference.update_(state, features, labels)
+        skipped = int((~finite).sum())
+        features, labels, peaks = features[finite], labels[finite], peaks[finite]
+    peak = float(peaks.max()) if peaks.numel() else 0.0
+    try:
+        reference.update_(state, features, labels, peak=peak)  # raises before any change, or not at all
+    except ValueError as err:
+        raise UpdateError(str(err)) from None
+    state.skipped_rows += skipped
