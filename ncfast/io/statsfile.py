@@ -108,7 +108,7 @@ def _read_pt(path: str):
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a damaged zip or pickle fails in many ways inside torch.load
-        raise ValueError(_first_line(err)) from None
+        raise ValueError(_torch_load_reason(err)) from None
     if not isinstance(blob, dict) or not isinstance(blob.get("tensors"), dict) or not isinstance(blob.get("meta"), dict):
         raise ValueError("not a dict of 'tensors' and 'meta'")
     tensors = blob["tensors"]
@@ -120,6 +120,15 @@ def _read_pt(path: str):
     if stored is not None and not isinstance(stored, str):
         raise ValueError("digest is not a string")
     return tensors, blob["meta"], stored
+
+
+def _torch_load_reason(err: Exception) -> str:
+    """torch.load's reason, without its advice about trusting the file (it is never loaded
+    with weights_only=False here) or its internal details."""
+    text = _first_line(err)
+    if "Weights only load failed" in text:
+        return "its pickle holds objects other than tensors and plain values (not loaded)"
+    return text.split(". ")[0]
 
 
 def _read_safetensors(path: str):
