@@ -36,7 +36,11 @@ export NCFAST_SANITIZED=1
 cd "$OUT"  # so that the checkout's own ncfast/ is not first on sys.path
 "$PY" -c "import ncfast, sys; assert ncfast.__file__.startswith('$OUT/pkg'), ncfast.__file__; print('ncfast from', ncfast.__file__, file=sys.stderr)"
 if [ $# -eq 0 ]; then
-    set -- "$ROOT/tests" -m "not cuda" -q
+    # Left out: the check that the CUDA sources were compiled (this build skips them), and the
+    # resident-memory bounds (ASan keeps freed memory in quarantine, so RSS grows by design).
+    set -- "$ROOT/tests" -m "not cuda" -q \
+        --deselect tests/backend/test_cuda_model.py::test_cuda_sources_are_compiled_when_nvcc_exists \
+        --deselect tests/io/test_io.py::test_streaming_memory_is_bounded_by_the_chunk_not_the_file
 fi
 args=()
 for arg in "$@"; do  # paths given relative to the checkout
