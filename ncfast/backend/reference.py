@@ -56,8 +56,7 @@ def gram_dtype(dtype: torch.dtype, bound: float, terms: int) -> torch.dtype:
 def magnitude_bound(state: StatsState, peak: float) -> float:
     """An upper bound on |x - s| for rows with max |x| = `peak`: a shift is a class mean (a
     convex combination of rows seen, so no larger than their peak) or one of the rows."""
-    seen = state.means[state.counts > 0]
-    old = float(seen.abs().max()) if seen.numel() else 0.0
+    old = float(state.means.abs().max()) if state.means.numel() else 0.0  # empty classes hold zeros
     return peak + max(peak, old)
 
 
