@@ -15,8 +15,8 @@ from ._statecheck import whole_number
 from .io import ArraySource, check_pair, default_chunk_rows, open_array, stream
 from .stats import DEFAULT_MAX_CLASSES, ClassStats, load_stats, save_stats
 
-_LABEL_SCAN_ROWS = 1 << 20  # labels read per chunk when their range is checked before the pass
-_SAMPLE_BYTES = 1 << 20  # bytes of rows at each end of an input that its fingerprint hashes
+_LABEL_SCAN_ROWS = 1 << 20  # at most this many labels read at once when their range is checked
+_SAMPLE_BYTES = 256 << 10  # bytes of rows at each end of an input that a checkpoint's fingerprint hashes
 
 
 def accumulate(
@@ -66,11 +66,12 @@ def accumulate(
     if chunk_rows is not None:
         chunk_rows = whole_number(chunk_rows, "chunk_rows", low=1)
     chunk_rows = chunk_rows or default_chunk_rows(dim, features.dtype)
-    _check_labels(labels, first_row, stop_row, num_classes, max_classes)
+    _check_labels(labels, first_row, stop_row, num_classes, max_classes, min(chunk_rows, _LABEL_SCAN_ROWS))
     identity = {
         "features": features.fingerprint(),
         "labels": labels.fingerprint(),
-        "content": [_content_sample(features, first_row, stop_row), _content_sample(labels, first_row, stop_row)],
+        # only a checkpoint needs it: the rows at both ends, hashed
+        "content": [_content_sample(src, first_row, stop_row) for src in (features, labels)] if checkpoint else None,
         "num_classes": num_classes,
         "per_class_diag": per_class_diag,
         "chunk_rows": chunk_rows,
@@ -137,12 +138,15 @@ def _row_range(row_range: Any, features: ArraySource) -> Tuple[int, int]:
     return int(first), int(stop)
 
 
-def _check_labels(labels: ArraySource, first: int, stop: int, num_classes: Optional[int], max_classes: int) -> None:
-    """One read of the labels before the pass: a stray label is refused before any work (and
-    before it could grow the statistics to a size no real label set needs)."""
+def _check_labels(labels: ArraySource, first: int, stop: int, num_classes: Optional[int], max_classes: int,
+                  block: int) -> None:
+    """One read of the labels before the pass, `block` rows at a time (no more than the pass
+    reads at once): a stray label is refused before any work (and before it could grow the
+    statistics to a size no real label set needs)."""
     limit = num_classes if num_classes is not None else max_classes
-    for start in range(first, stop, _LABEL_SCAN_ROWS):
-        y = labels.read(start, min(stop, start + _LABEL_SCAN_ROWS))
+    buffer = None if labels.in_memory else torch.empty(min(block, max(1, stop - first)), dtype=labels.dtype)
+    for start in range(first, stop, block):
+        y = labels.read(start, min(stop, start + block), buffer)
         bad = ((y < 0) | (y >= limit)).nonzero()
         if not bad.numel():
             continue

@@ -145,7 +145,7 @@ def test_a_tensor_whose_shape_disagrees_with_its_bytes_is_refused_before_reading
     encoded = json.dumps(header).encode()
     path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + raw[8 + header_len :])
     monkeypatch.setattr(safetensors, "read_tensor", lambda e: pytest.fail(f"read {e.name} of shape {e.shape}"))
-    with pytest.raises(ValueError, match=r"tensor 'scatter': shape \[20000, 20000\] needs 3,200,000,000 bytes"):
+    with pytest.raises(ValueError, match=r"shape.safetensors: .*tensor 'scatter'.* \[20000, 20000\]"):
         ncfast.load_stats(path)
 
 

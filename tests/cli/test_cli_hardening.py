@@ -76,7 +76,11 @@ def test_a_full_disk_is_one_line_and_leaves_no_file(dump, capsys, monkeypatch):
         def __exit__(self, *exc):
             self._f.close()
 
-    monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    def fdopen(fd, mode="r", *args, **kwargs):  # os.fdopen is every module's: only writes fail
+        f = real_fdopen(fd, mode, *args, **kwargs)
+        return FullDisk(f) if "w" in mode else f
+
+    monkeypatch.setattr(atomic.os, "fdopen", fdopen)
     before = sorted(os.listdir(dump))
     assert main(["stats", str(dump / "x.npy"), str(dump / "y.npy"), "-o", str(dump / "x.pt"), "--quiet"]) == 2
     one_error_line(capsys, "No space left on device", str(dump / "x.pt"))

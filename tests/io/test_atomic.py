@@ -128,7 +128,11 @@ def test_a_full_disk_names_the_target_and_leaves_nothing(tmp_path, monkeypatch):
         def __exit__(self, *exc):
             self._f.close()
 
-    monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    def fdopen(fd, mode="r", *args, **kwargs):  # os.fdopen is every module's: only writes fail
+        f = real_fdopen(fd, mode, *args, **kwargs)
+        return FullDisk(f) if "w" in mode else f
+
+    monkeypatch.setattr(atomic.os, "fdopen", fdopen)
     for name in ("full.pt", "full.safetensors"):
         with pytest.raises(OSError) as caught:
             small_stats().save(tmp_path / name)
