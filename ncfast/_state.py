@@ -13,7 +13,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-_PER_CLASS = ("counts", "means", "class_scatter", "class_diag")
+from . import _moments
+
+_PER_CLASS = ("counts", "means", "class_scatter", "class_diag", "class_gram")
+_EXTRA_VECTORS = ("moment_centre", "fourth_moment", "third_moment")
 
 
 @dataclass
@@ -29,6 +32,11 @@ class StatsState:
     _buffers: dict = field(default_factory=dict, repr=False)
     # CUDA only: scratch buffer, scratch sizes by shape, the stream and calls since the last check.
     _device_cache: dict = field(default_factory=dict, repr=False)
+    # Optional extra statistics (ncfast/_moments.py), None unless their option is on:
+    class_gram: Optional[Tensor] = None  # (K, D, D) float64, W_c (per_class_gram=True)
+    moment_centre: Optional[Tensor] = None  # (D,) c, follows the global mean (fourth_moments=True)
+    fourth_moment: Optional[Tensor] = None  # () sum_i ||x_i - c||^4
+    third_moment: Optional[Tensor] = None  # (D,) sum_i ||x_i - c||^2 (x_i - c)
 
     @property
     def num_classes(self) -> int:
@@ -43,14 +51,20 @@ class StatsState:
         return self.scatter.device
 
 
-def empty_state(num_classes: int, dim: int, device: torch.device, per_class_diag: bool) -> StatsState:
+def empty_state(num_classes: int, dim: int, device: torch.device, per_class_diag: bool, *,
+                fourth_moments: bool = False, per_class_gram: bool = False) -> StatsState:
+    f64 = dict(dtype=torch.float64, device=device)
     state = StatsState(
         counts=torch.zeros(0, dtype=torch.int64, device=device),
-        means=torch.zeros(0, dim, dtype=torch.float64, device=device),
-        scatter=torch.zeros(dim, dim, dtype=torch.float64, device=device),
-        class_scatter=torch.zeros(0, dtype=torch.float64, device=device),
-        class_diag=torch.zeros(0, dim, dtype=torch.float64, device=device) if per_class_diag else None,
+        means=torch.zeros(0, dim, **f64),
+        scatter=torch.zeros(dim, dim, **f64),
+        class_scatter=torch.zeros(0, **f64),
+        class_diag=torch.zeros(0, dim, **f64) if per_class_diag else None,
+        class_gram=torch.zeros(0, dim, dim, **f64) if per_class_gram else None,
     )
+    if fourth_moments:
+        state.moment_centre, state.fourth_moment, state.third_moment = (
+            torch.zeros(dim, **f64), torch.zeros((), **f64), torch.zeros(dim, **f64))
     state._buffers = {name: getattr(state, name) for name in _PER_CLASS if getattr(state, name) is not None}
     grow_classes(state, num_classes, exact=True)
     return state
@@ -73,6 +87,8 @@ def grow_classes(state: StatsState, num_classes: int, *, exact: bool = False) ->
     capacity = state._buffers["counts"].shape[0]
     if num_classes > capacity:
         new_capacity = num_classes if exact else max(num_classes, 2 * capacity)
+        if "class_gram" in state._buffers:
+            _moments.check_class_gram_memory(new_capacity, state.dim, state.device)
         for name, old in state._buffers.items():
             new = torch.zeros((new_capacity,) + tuple(old.shape[1:]), dtype=old.dtype, device=old.device)
             new[: old.shape[0]] = old
@@ -91,15 +107,21 @@ def _view_classes(state: StatsState, num_classes: int) -> None:
         setattr(state, name, buffer[:num_classes])
 
 
+def extra_options(state: StatsState) -> dict:
+    """The optional statistics a state tracks, as empty_state's keyword arguments."""
+    return {"fourth_moments": state.fourth_moment is not None, "per_class_gram": state.class_gram is not None}
+
+
 def clone_state(state: StatsState) -> StatsState:
-    copy = empty_state(state.num_classes, state.dim, state.device, state.class_diag is not None)
+    copy = empty_state(state.num_classes, state.dim, state.device, state.class_diag is not None,
+                       **extra_options(state))
     copy_into(copy, state)
     return copy
 
 
 def copy_into(dst: StatsState, src: StatsState) -> None:
     """dst <- src, for states of the same shape."""
-    for name in ("counts", "means", "scatter", "class_scatter", "class_diag"):
+    for name in ("counts", "means", "scatter", "class_scatter", "class_diag", "class_gram") + _EXTRA_VECTORS:
         target = getattr(dst, name)
         if target is not None:
             target.copy_(getattr(src, name))
@@ -111,11 +133,15 @@ def merge_into(dst: StatsState, src: StatsState) -> None:
 
     n_c = n_Ac + n_Bc,  delta_c = mu_Bc - mu_Ac,  mu_c = mu_Ac + (n_Bc / n_c) delta_c,
     W = W_A + W_B + sum_c (n_Ac n_Bc / n_c) delta_c delta_c^T,
-    and the same correction on the diagonal for tr_c and q_cj.
+    and the same correction on the diagonal for tr_c and q_cj (and per class for W_c); the
+    fourth moments are moved to a common centre first (ncfast/_moments.py).
     The one merge used by ClassStats.merge, all-reduce and checkpoint resume.
     """
     if dst.class_diag is not None and src.class_diag is None:
         raise ValueError("other: per_class_diag is off there but on here; both must track it to merge")
+    if dst.class_gram is not None and src.class_gram is None:
+        raise ValueError("other: per_class_gram is off there but on here; both must track it to merge")
+    moved = _moments.merge_moments_before(dst, src)
     grow_classes(dst, src.num_classes)
     k = src.num_classes
     n_a = dst.counts[:k].to(torch.float64)
@@ -129,6 +155,8 @@ def merge_into(dst: StatsState, src: StatsState) -> None:
     dst.class_scatter[:k] += src.class_scatter + weight * (delta * delta).sum(dim=1)
     if dst.class_diag is not None:
         dst.class_diag[:k] += src.class_diag + weight[:, None] * delta * delta
+    _moments.merge_class_gram_(dst, src, weight, delta)
     dst.means[:k] += (n_b / safe_n)[:, None] * delta
     dst.counts[:k] += src.counts
     dst.skipped_rows += src.skipped_rows
+    _moments.merge_moments_after(dst, moved)

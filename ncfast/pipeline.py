@@ -26,6 +26,8 @@ def accumulate(
     label: str = "",
     row_range: Optional[Tuple[int, int]] = None,
     nan_policy: str = "raise",
+    fourth_moments: bool = False,
+    per_class_gram: bool = False,
 ) -> ClassStats:
     """Streams (features, labels) through ClassStats in one pass.
 
@@ -39,7 +41,8 @@ def accumulate(
     shards), a NumPy array or tensor, a pyarrow column or a ``datasets`` column.
     `row_range` = (first, stop) restricts the pass to those rows (one rank's share).
     `nan_policy`: "raise" (a row with NaN/Inf stops the pass) or "skip" (such rows are dropped
-    and counted in ``stats.skipped_rows``)."""
+    and counted in ``stats.skipped_rows``). `per_class_diag`, `fourth_moments`, `per_class_gram`:
+    the optional statistics of :class:`ClassStats`."""
     if not isinstance(features, ArraySource):
         features = open_array(features, "features")
     if not isinstance(labels, ArraySource):
@@ -59,6 +62,8 @@ def accumulate(
         "row_range": [first_row, stop_row],
         "nan_policy": nan_policy,
     }
+    extras = {"fourth_moments": fourth_moments, "per_class_gram": per_class_gram}
+    identity.update({k: v for k, v in extras.items() if v})  # absent when off: older checkpoints still match
     identity = _jsonable(identity)
     stats, start = None, first_row
     if checkpoint and os.path.exists(checkpoint):
@@ -72,7 +77,8 @@ def accumulate(
         else:
             _note(progress, f"{checkpoint} belongs to other data or options; starting over")
     if stats is None:
-        stats = ClassStats(num_classes, dim, device=device, per_class_diag=per_class_diag, nan_policy=nan_policy)
+        stats = ClassStats(num_classes, dim, device=device, per_class_diag=per_class_diag, nan_policy=nan_policy,
+                           **extras)
     every = checkpoint_every or max(chunk_rows, 10 * chunk_rows)
     every = max(chunk_rows, every - every % chunk_rows)  # checkpoints fall on chunk boundaries
     bar = Progress(stop_row - first_row, label=label, enabled=progress)

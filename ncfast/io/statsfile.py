@@ -15,7 +15,8 @@ from torch import Tensor
 from . import safetensors
 from .atomic import atomic_path
 
-TENSORS = ("counts", "means", "scatter", "class_scatter", "class_diag")
+TENSORS = ("counts", "means", "scatter", "class_scatter", "class_diag", "class_gram", "moment_centre", "fourth_moment",
+           "third_moment")
 
 
 def write(path: str, tensors: Dict[str, Tensor], meta: dict) -> None:

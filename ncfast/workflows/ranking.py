@@ -24,7 +24,7 @@ from .. import metrics
 from .._inputs import to_tensor
 from ..pipeline import accumulate
 from ..io import open_array, stream
-from ..metrics.registry import HIGHER_IS_BETTER, SCORE_FUNCTIONS, SCORES, score_stats
+from ..metrics.registry import HIGHER_IS_BETTER, SCORE_FUNCTIONS, SCORES, score_stats, stats_options
 from ..nn._modules import evaluating, module_device
 from ..nn._pool import Pool, check_pool, pool_rows
 from ..nn.features import as_layer_features, stream_layers
@@ -265,6 +265,7 @@ def rank_models(
     higher = {n: HIGHER_IS_BETTER.get(n, True) for n in names}  # LEEP and NCE: higher is better
     result = ModelRanking(scores={}, higher_is_better=higher)
     wants_source = [n for n in names if n in SOURCE_SCORES]
+    options = {**stats_options(names), "per_class_diag": True}  # what the named scores need
     for name, extractor in models.items():
         start = time.perf_counter()
         head = source_heads.get(name) if wants_source else None
@@ -274,9 +275,9 @@ def rank_models(
             stats = _stats_from_adapter(name, adapter, target_inputs, labels, num_classes, batch_size, predictions)
         elif _is_callable(extractor):
             stats = _stats_from_callable(name, extractor, target_inputs, labels, num_classes, batch_size, pool,
-                                         predictions)
+                                         predictions, options)
         else:
-            stats = _stats_from_features(name, extractor, labels, num_classes, progress, predictions)
+            stats = _stats_from_features(name, extractor, labels, num_classes, progress, predictions, options)
         values, notes = score_stats(stats, [n for n in names if n not in SOURCE_SCORES])
         if wants_source:
             if predictions is None:
@@ -299,7 +300,7 @@ def _is_callable(extractor: Any) -> bool:
 
 
 def _stats_from_callable(name, extractor, inputs, labels, num_classes, batch_size, pool,
-                         predictions: Optional["_SourcePredictions"] = None) -> ClassStats:
+                         predictions: Optional["_SourcePredictions"] = None, options: Optional[dict] = None) -> ClassStats:
     device = module_device(extractor) if isinstance(extractor, nn.Module) else None
     stats = None
     with evaluating(extractor):
@@ -312,7 +313,8 @@ def _stats_from_callable(name, extractor, inputs, labels, num_classes, batch_siz
                 raise TypeError(f"models[{name!r}]: returned a {type(out).__name__}, expected a tensor of features")
             rows = pool_rows(out, pool, f"models[{name!r}]")
             if stats is None:
-                stats = ClassStats(num_classes, rows.shape[1], device=rows.device, per_class_diag=True)
+                options = options or {"per_class_diag": True}
+                stats = ClassStats(num_classes, rows.shape[1], device=rows.device, **options)
             try:
                 stats.update(rows, y.to(rows.device))
             except (ValueError, TypeError) as err:
@@ -338,7 +340,7 @@ def _stats_from_adapter(name, adapter, inputs, labels, num_classes, batch_size,
 
 
 def _stats_from_features(name, features, labels, num_classes, progress,
-                         predictions: Optional["_SourcePredictions"] = None) -> ClassStats:
+                         predictions: Optional["_SourcePredictions"] = None, options: Optional[dict] = None) -> ClassStats:
     if labels is None:
         raise ValueError(f"target_labels: needed with the precomputed features of model {name!r}")
     feats = open_array(features, f"models[{name!r}]")
@@ -347,8 +349,8 @@ def _stats_from_features(name, features, labels, num_classes, progress,
     if feats.rows != labels.shape[0]:
         raise ValueError(f"models[{name!r}]: {feats.rows} feature rows for {labels.shape[0]} target labels")
     label_source = open_array(labels, "target_labels")
-    stats = accumulate(feats, label_source, num_classes=num_classes, per_class_diag=True,
-                       progress=progress, label=name)
+    stats = accumulate(feats, label_source, num_classes=num_classes, progress=progress, label=name,
+                       **(options or {"per_class_diag": True}))
     if predictions is not None and predictions.needs_features:
         # the head needs the features again: a second read of the dump, in chunks
         for _, x, y in stream(feats, label_source, chunk_rows=1 << 14):

@@ -1,0 +1,229 @@
+"""The optional extra statistics of ClassStats, in float64 with torch on the statistics' device:
+
+- the fourth central moment sum_i ||x_i - mu_G||^4 (Ledoit-Wolf's shrinkage coefficient), kept
+  as a scalar P4 and a D-vector P3 = sum_i ||x_i - c||^2 (x_i - c) about a centre c that follows
+  the running global mean;
+- the per-class scatter matrices W_c = sum_{i in c} (x_i - mu_c)(x_i - mu_c)^T (K x D x D, for
+  TransRate), updated and merged by Chan's formula class by class.
+
+Both are exact up to rounding; the update, the shift of P4/P3 to another centre and the merge
+are derived in docs/CONVENTIONS.md ("Fourth moments in one pass"). Nothing here runs unless
+the option is on, so the default update costs nothing extra.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+# Rows are widened to float64 in blocks of about this many entries, so the extra memory is
+# bounded by a small block, not by the chunk.
+_BLOCK_ENTRIES = 1 << 18
+
+
+def class_gram_bytes(num_classes: int, dim: int) -> int:
+    return 8 * num_classes * dim * dim
+
+
+def check_class_gram_memory(num_classes: int, dim: int, device: torch.device) -> None:
+    """Refuses, with a MemoryError naming the size, a K x D x D float64 buffer that cannot fit."""
+    needed = class_gram_bytes(num_classes, dim)
+    if needed == 0:
+        return
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+    else:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return
+    if needed > free:
+        raise MemoryError(
+            f"per_class_gram: {num_classes} classes x {dim} x {dim} float64 need {needed / 2**30:.1f} GiB, "
+            f"only {free / 2**30:.1f} GiB free on {device}; reduce D (e.g. PCA) or the number of classes"
+        )
+
+
+# ------------------------------------------------------------------ moments about a point
+
+
+def _second_moments_about(state, point: Tensor, vector: Tensor):
+    """(P2(p) v, tr P2(p), P1(p)) of the rows the state summarises, with
+    P2(p) = sum_i (x_i - p)(x_i - p)^T = W + sum_c n_c (mu_c - p)(mu_c - p)^T and
+    P1(p) = sum_i (x_i - p) = sum_c n_c (mu_c - p): O(D^2 + K D), no D x D matrix formed."""
+    n = state.counts.to(torch.float64)
+    dm = state.means - point
+    weighted = dm * n[:, None]
+    p2v = state.scatter @ vector + weighted.T @ (dm @ vector)
+    trace = torch.trace(state.scatter) + (weighted * dm).sum()
+    return p2v, trace, weighted.sum(dim=0)
+
+
+def shifted(state, fourth: Tensor, third: Tensor, origin: Tensor, target: Tensor):
+    """(P4, P3) about `target` from (P4, P3) about `origin` for the rows of `state`.
+
+    With z = x - origin, a = target - origin, Q = ||z||^2, L = a.z, A = ||a||^2, so that
+    ||x - target||^2 = Q - 2L + A:
+        P4' = P4 + 4 a^T P2 a + n A^2 - 4 a.P3 + 2 A tr P2 - 4 A a.P1
+        P3' = P3 - (tr P2) a - 2 P2 a + 2 (a.P1) a + A P1 - n A a
+    with P2, P1 the second and first moments about `origin` (docs/CONVENTIONS.md)."""
+    a = target - origin
+    n = state.counts.to(torch.float64).sum()
+    p2a, tr2, p1 = _second_moments_about(state, origin, a)
+    aa = a @ a
+    ap1 = a @ p1
+    new_fourth = fourth + 4.0 * (a @ p2a) + n * aa * aa - 4.0 * (a @ third) + 2.0 * aa * tr2 - 4.0 * aa * ap1
+    new_third = third - tr2 * a - 2.0 * p2a + 2.0 * ap1 * a + aa * p1 - n * aa * a
+    return new_fourth, new_third
+
+
+def global_mean(state) -> Tensor:
+    n = state.counts.to(torch.float64)
+    total = n.sum()
+    return (n @ state.means) / total if float(total) > 0 else state.means.new_zeros(state.means.shape[1])
+
+
+def recentre_(state) -> None:
+    """Moves the centre of P4/P3 to the current global mean (keeps the shifts small)."""
+    target = global_mean(state)
+    fourth, third = shifted(state, state.fourth_moment, state.third_moment, state.moment_centre, target)
+    state.fourth_moment.copy_(fourth)
+    state.third_moment.copy_(third)
+    state.moment_centre.copy_(target)
+
+
+def central_moments(state):
+    """(sum_i ||x_i - mu_G||^4, sum_i ||x_i - mu_G||^2 (x_i - mu_G)) as float64 tensors."""
+    return shifted(state, state.fourth_moment, state.third_moment, state.moment_centre, global_mean(state))
+
+
+# ------------------------------------------------------------------ the chunk update
+
+
+@dataclass
+class PendingExtras:
+    """The increments of one chunk, computed before the chunk update and applied after it
+    succeeded, so that a rejected batch leaves every statistic unchanged."""
+
+    centre: Optional[Tensor] = None  # (D,) centre the chunk's moments are about
+    fourth: Optional[Tensor] = None  # () sum ||x - centre||^4
+    third: Optional[Tensor] = None  # (D,) sum ||x - centre||^2 (x - centre)
+    gram_classes: Optional[Tensor] = None  # (k,) classes present in the chunk
+    gram_increment: Optional[Tensor] = None  # (k, D, D) increments of W_c
+
+
+def _row_step(dim: int) -> int:
+    return max(1, _BLOCK_ENTRIES // max(dim, 1))
+
+
+def _chunk_mean(x: Tensor) -> Tensor:
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    step = _row_step(x.shape[1])
+    for start in range(0, x.shape[0], step):
+        total += x[start : start + step].to(torch.float64).sum(dim=0)
+    return total / max(x.shape[0], 1)
+
+
+def _chunk_moments(x: Tensor, centre: Tensor):
+    fourth = torch.zeros((), dtype=torch.float64, device=x.device)
+    third = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    step = _row_step(x.shape[1])
+    for start in range(0, x.shape[0], step):
+        z = x[start : start + step].to(torch.float64) - centre
+        q = (z * z).sum(dim=1)
+        fourth += q @ q
+        third += q @ z
+    return fourth, third
+
+
+def _class_gram_increment(state, x: Tensor, y: Tensor):
+    """Per class c of the chunk: the chunk's scatter about its own class mean plus Chan's
+    correction (n_c m_c / (n_c + m_c)) (xbar_c - mu_c)(xbar_c - mu_c)^T against the class's
+    running mean (0 for a class seen for the first time)."""
+    order = torch.argsort(y, stable=True)
+    ys = y[order]
+    classes, sizes = torch.unique_consecutive(ys, return_counts=True)
+    d = x.shape[1]
+    increment = torch.empty(classes.shape[0], d, d, dtype=torch.float64, device=x.device)
+    n_old = state.counts[classes].to(torch.float64).tolist()
+    mu_old = state.means[classes]
+    start = 0
+    for i, size in enumerate(sizes.tolist()):
+        rows = x[order[start : start + size]]
+        start += size
+        mean = _chunk_mean(rows)
+        gram = torch.zeros(d, d, dtype=torch.float64, device=x.device)
+        step = _row_step(d)
+        for first in range(0, size, step):
+            z = rows[first : first + step].to(torch.float64) - mean
+            gram += z.T @ z
+        delta = mean - mu_old[i]
+        weight = n_old[i] * size / (n_old[i] + size)
+        increment[i] = 0.5 * (gram + gram.T) + weight * torch.outer(delta, delta)
+    return classes, increment
+
+
+def prepare(state, x: Tensor, y: Tensor) -> PendingExtras:
+    """The extra statistics' increments for the finite rows `x` (labels `y`, all in range)."""
+    pending = PendingExtras()
+    if x.shape[0] == 0:
+        return pending
+    if state.fourth_moment is not None:
+        empty = int(state.counts.sum()) == 0
+        pending.centre = _chunk_mean(x) if empty else state.moment_centre.clone()
+        pending.fourth, pending.third = _chunk_moments(x, pending.centre)
+    if state.class_gram is not None:
+        pending.gram_classes, pending.gram_increment = _class_gram_increment(state, x, y)
+    return pending
+
+
+def commit_(state, pending: PendingExtras) -> None:
+    """Applies `pending` once the chunk update of the other statistics has succeeded."""
+    if pending.fourth is not None and state.fourth_moment is not None:
+        state.moment_centre.copy_(pending.centre)
+        state.fourth_moment += pending.fourth
+        state.third_moment += pending.third
+        recentre_(state)
+    if pending.gram_increment is not None and state.class_gram is not None:
+        state.class_gram.index_add_(0, pending.gram_classes, pending.gram_increment)
+
+
+# ------------------------------------------------------------------ merge
+
+
+def merge_moments_before(dst, src):
+    """Step 1 of a merge, before dst's counts and means change: src's (P4, P3) moved to dst's
+    centre (or dst takes src's centre when dst has no rows). Returns what to add."""
+    if dst.fourth_moment is None:
+        return None
+    if src.fourth_moment is None:
+        raise ValueError("other: fourth_moments is off there but on here; both must track it to merge")
+    if int(dst.counts.sum()) == 0:
+        return src.moment_centre.clone(), src.fourth_moment.clone(), src.third_moment.clone()
+    fourth, third = shifted(src, src.fourth_moment, src.third_moment, src.moment_centre, dst.moment_centre)
+    return dst.moment_centre.clone(), fourth, third
+
+
+def merge_moments_after(dst, moved) -> None:
+    """Step 2, once dst holds the merged counts and means: add and recentre."""
+    if moved is None:
+        return
+    centre, fourth, third = moved
+    dst.moment_centre.copy_(centre)
+    dst.fourth_moment += fourth
+    dst.third_moment += third
+    recentre_(dst)
+
+
+def merge_class_gram_(dst, src, weight: Tensor, delta: Tensor) -> None:
+    """W_c <- W_Ac + W_Bc + (n_Ac n_Bc / n_c) delta_c delta_c^T (Chan, per class)."""
+    if dst.class_gram is None:
+        return
+    if src.class_gram is None:
+        raise ValueError("other: per_class_gram is off there but on here; both must track it to merge")
+    k = src.num_classes
+    dst.class_gram[:k] += src.class_gram + weight[:, None, None] * delta[:, :, None] * delta[:, None, :]
