@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .backend.core import build_info, get_num_threads, set_num_threads
 from .stats import ClassStats, load_stats, save_stats
+from .target_stats import TargetStats
 from .pipeline import accumulate
 from . import io, metrics, nn, ops, workflows
 from .metrics import JointStats, NCCStats, nc_report, transferability
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClassStats",
+    "TargetStats",
     "JointStats",
     "NCCStats",
     "metrics",

@@ -13,7 +13,7 @@ import torch
 
 from ..io import open_array
 from ..io.atomic import check_writable
-from ..metrics.registry import SCORES, score_stats
+from ..metrics.registry import REGISTRY, SCORES, score_stats, stats_options
 from ..pipeline import accumulate
 
 
@@ -47,9 +47,9 @@ def parse_metrics(text: Optional[str]) -> List[str]:
     if not text:
         return list(SCORES)
     names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [n for n in names if n not in SCORES]
+    unknown = [n for n in names if n not in REGISTRY]
     if unknown:
-        raise CommandError(f"--metrics: unknown {', '.join(unknown)} (choose from {', '.join(SCORES)})")
+        raise CommandError(f"--metrics: unknown {', '.join(unknown)} (choose from {', '.join(REGISTRY)})")
     return names
 
 
@@ -105,14 +105,17 @@ def start_distributed(args) -> Ranks:
     return Ranks(dist.get_rank(), dist.get_world_size())
 
 
-def stats_for(args, features_spec, labels_spec, label="", ranks: Ranks = Ranks()):
+def stats_for(args, features_spec, labels_spec, label="", ranks: Ranks = Ranks(), names=()):
+    """One pass over a dump into ClassStats with per-class diagonals and whatever else the
+    scores in `names` need (e.g. fourth moments for h_score_shrinkage)."""
     feats = open_array(features_spec, "features")
     labels = open_array(labels_spec, "labels")
     checkpoint = getattr(args, "checkpoint", None)
     if checkpoint and ranks.world > 1:
         checkpoint = f"{checkpoint}.rank{ranks.rank}-of-{ranks.world}"
+    options = {**stats_options(names), "per_class_diag": True}
     stats = accumulate(
-        feats, labels, num_classes=args.num_classes, per_class_diag=True, device=args.device,
+        feats, labels, num_classes=args.num_classes, device=args.device, **options,
         chunk_rows=args.chunk_rows, checkpoint=checkpoint, checkpoint_every=getattr(args, "checkpoint_every", None),
         nan_policy=args.nan_policy,
         progress=not args.quiet and ranks.is_main, label=label, row_range=ranks.share(feats.rows),

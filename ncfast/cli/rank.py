@@ -18,7 +18,7 @@ def cmd_rank(args) -> int:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise CommandError(f"models: expected NAME=FEATURES, got {spec!r}")
-        stats, _, _ = stats_for(args, path, args.labels, label=name)
+        stats, _, _ = stats_for(args, path, args.labels, label=name, names=names)
         table[name] = compute_scores(stats, names)
     for score in names:
         valid = [(m, s[score]) for m, s in table.items() if s[score] is not None and math.isfinite(s[score])]

@@ -12,7 +12,7 @@ import torch
 from .. import metrics
 from .._progress import Progress
 from ..io import SPEC_HELP, open_array, stream
-from ..metrics.registry import SCORES
+from ..metrics.registry import REGISTRY, SCORES, stats_options
 from ..pipeline import accumulate
 from ..stats import load_stats
 from .common import (CommandError, add_checkpoint_options, add_common_options, check_outputs, load_matrix,
@@ -46,6 +46,8 @@ def cmd_score(args) -> int:
     check_outputs(args)
     if args.stats and (args.features or args.labels):
         raise CommandError("--stats: scores saved statistics; give it without FEATURES and LABELS")
+    if args.per_class and not args.json:
+        raise CommandError("--per-class: the per-class outputs go to the JSON file; give --json too")
     if args.stats and args.bias:
         raise CommandError("--bias: NC4 needs the features (a second pass); it cannot come from --stats")
     start = time.perf_counter()
@@ -65,19 +67,21 @@ def cmd_score(args) -> int:
     elif args.features is None:
         feats, labels, centres = _example_data()
         print("ncfast: no files given, scoring a built-in example (200,000 x 256, 20 classes)", file=sys.stderr)
-        stats = accumulate(feats, labels, per_class_diag=True, device=args.device, progress=not args.quiet)
+        stats = accumulate(feats, labels, device=args.device, progress=not args.quiet,
+                           **{**stats_options(names), "per_class_diag": True})
         classifier = centres  # a classifier aligned with the class centres, to show NC3/NC4
         source = "built-in example"
     else:
         if args.labels is None:
             raise CommandError("labels: give a LABELS file after FEATURES")
-        stats, feats, labels = stats_for(args, args.features, args.labels, ranks=ranks)
+        stats, feats, labels = stats_for(args, args.features, args.labels, ranks=ranks, names=names)
         source = args.features
     if stats.num_samples == 0:
         raise CommandError(f"{source}: holds no rows, nothing to score")
     if args.classifier:
         classifier = given if given is not None else _early_classifier(args, stats.dim)
     scores = compute_scores(stats, names, quiet=not ranks.is_main)
+    second = None
     if classifier is not None:
         report = metrics.nc_report(stats, classifier=classifier)
         scores["nc3"] = report.nc3
@@ -101,6 +105,12 @@ def cmd_score(args) -> int:
                 second.all_reduce()
             scores["nc4"] = second.nc4
             scores["ncc_accuracy"] = second.ncc_accuracy
+    per_class = None
+    if args.per_class:
+        try:
+            per_class = metrics.per_class_report(stats, classifier, ncc=second).as_dict()
+        except ValueError as err:
+            raise CommandError(f"--per-class: {err}") from None
     seconds = time.perf_counter() - start
     if not ranks.is_main:
         return 0
@@ -110,7 +120,8 @@ def cmd_score(args) -> int:
     if args.json:
         write_json(args.json, {"source": str(source), "rows": stats.num_samples, "skipped_rows": stats.skipped_rows,
                                 "dim": stats.dim, "classes": int((stats.counts > 0).sum()), "seconds": seconds,
-                                "ranks": ranks.world, "scores": scores})
+                                "ranks": ranks.world, "scores": scores,
+                                **({"per_class": per_class} if per_class is not None else {})})
     if args.plot:
         from ..plots import plot_geometry
 
@@ -123,10 +134,13 @@ def register(sub) -> None:
     p.add_argument("features", nargs="?", help=SPEC_HELP)
     p.add_argument("labels", nargs="?", help="labels in the same formats, or a .txt/.csv of one integer per line")
     p.add_argument("--stats", help="score saved statistics instead of features")
-    p.add_argument("--metrics", help=f"comma list from: {', '.join(SCORES)} (default: all)")
+    p.add_argument("--metrics", help=f"comma list from: {', '.join(REGISTRY)} (default: {', '.join(SCORES)})")
     p.add_argument("--classifier", help="(K, D) .npy of last-layer weights: adds NC2/NC3 and NC4 (second pass)")
     p.add_argument("--bias", help="(K,) .npy classifier bias for NC4")
     p.add_argument("--json", help="also write the scores here")
+    p.add_argument("--per-class", action="store_true",
+                   help="also write per-class outputs to the JSON (within-class variance, CDNV row means, "
+                        "mean norms, classifier cosines, interference matrix, NC4 agreement)")
     add_checkpoint_options(p)
     p.add_argument("--plot", help="PNG of the class-mean geometry and spectrum (needs matplotlib)")
     p.add_argument("--distributed", action="store_true",
