@@ -124,46 +124,58 @@ def _chunk_mean(x: Tensor) -> Tensor:
     total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
     step = _row_step(x.shape[1])
     for start in range(0, x.shape[0], step):
-        total += x[start : start + step].to(torch.float64).sum(dim=0)
+        total += x[start : start + step].sum(dim=0, dtype=torch.float64)
     return total / max(x.shape[0], 1)
 
 
 def _chunk_moments(x: Tensor, centre: Tensor):
+    """(sum ||x - c||^4, sum ||x - c||^2 (x - c)) in float64, a cache-sized block of rows at a
+    time through one reused buffer (a fresh float64 copy of the chunk per operation would cost
+    more in page faults than in arithmetic)."""
+    step = min(_row_step(x.shape[1]), max(x.shape[0], 1))
+    z = torch.empty(step, x.shape[1], dtype=torch.float64, device=x.device)
     fourth = torch.zeros((), dtype=torch.float64, device=x.device)
     third = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-    step = _row_step(x.shape[1])
     for start in range(0, x.shape[0], step):
-        z = x[start : start + step].to(torch.float64) - centre
-        q = (z * z).sum(dim=1)
+        rows = x[start : start + step]
+        block = z[: rows.shape[0]]
+        torch.sub(rows, centre, out=block)  # widened to float64 in the subtraction
+        q = torch.einsum("ij,ij->i", block, block)
         fourth += q @ q
-        third += q @ z
+        third += q @ block
     return fourth, third
 
 
 def _class_gram_increment(state, x: Tensor, y: Tensor):
-    """Per class c of the chunk: the chunk's scatter about its own class mean plus Chan's
-    correction (n_c m_c / (n_c + m_c)) (xbar_c - mu_c)(xbar_c - mu_c)^T against the class's
-    running mean (0 for a class seen for the first time)."""
+    """Per class c of the chunk, the increment of W_c by the shifted update of DESIGN.md section
+    3 applied to one class (ncfast/backend/reference.py's form): for any shift s, with Z = X_c - s,
+    d = sum(Z) / m, e = xbar_c - mu_c = d + s - mu_c and n, m the rows before and in the chunk,
+        W_c += Z^T Z - m d d^T + (n m / (n + m)) e e^T.
+    s is the class's running mean (its mean in this chunk for a new class), rounded to the
+    product's precision; Z^T Z is float64 for float64 rows and float32 otherwise, as the pooled
+    W (README "Precision")."""
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     order = torch.argsort(y, stable=True)
-    ys = y[order]
-    classes, sizes = torch.unique_consecutive(ys, return_counts=True)
+    sorted_rows = x[order].to(dtype)
+    classes, sizes = torch.unique_consecutive(y[order], return_counts=True)
     d = x.shape[1]
     increment = torch.empty(classes.shape[0], d, d, dtype=torch.float64, device=x.device)
-    n_old = state.counts[classes].to(torch.float64).tolist()
-    mu_old = state.means[classes]
+    n_old = state.counts[classes].tolist()
+    means = state.means[classes]
+    shifts = means.to(dtype)
     start = 0
     for i, size in enumerate(sizes.tolist()):
-        rows = x[order[start : start + size]]
+        rows = sorted_rows[start : start + size]
         start += size
-        mean = _chunk_mean(rows)
-        gram = torch.zeros(d, d, dtype=torch.float64, device=x.device)
-        step = _row_step(d)
-        for first in range(0, size, step):
-            z = rows[first : first + step].to(torch.float64) - mean
-            gram += z.T @ z
-        delta = mean - mu_old[i]
-        weight = n_old[i] * size / (n_old[i] + size)
-        increment[i] = 0.5 * (gram + gram.T) + weight * torch.outer(delta, delta)
+        shift = shifts[i] if n_old[i] > 0 else (rows.sum(dim=0, dtype=torch.float64) / size).to(dtype)
+        z = rows - shift
+        gram = (z.T @ z).to(torch.float64)
+        mean = z.sum(dim=0, dtype=torch.float64) / size
+        inc = 0.5 * (gram + gram.T) - size * torch.outer(mean, mean)
+        if n_old[i] > 0:
+            e = mean + (shift.to(torch.float64) - means[i])
+            inc += (n_old[i] * size / (n_old[i] + size)) * torch.outer(e, e)
+        increment[i] = inc
     return classes, increment
 
 

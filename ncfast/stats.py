@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from . import _allreduce, _moments
-from ._inputs import as_features, as_labels
+from ._inputs import as_features, as_labels, check_label_range
 from ._state import (StatsState, clone_state, copy_into, empty_state, extra_options, grow_classes, merge_into,
                      truncate_classes)
 from .backend import dispatch, ops
@@ -191,11 +191,15 @@ class ClassStats:
         return self
 
     def _prepare_extras(self, state: StatsState, x: Tensor, y: Tensor) -> Optional[_moments.PendingExtras]:
-        """The optional statistics' share of the batch, checked and computed before the kernels
-        run (the batch is rejected whole, as by the kernels, on a bad label or NaN/Inf row)."""
+        """The optional statistics' share of the batch, computed before the kernels run and
+        applied only once they have accepted it."""
         if state.fourth_moment is None and state.class_gram is None:
             return None
-        x, y = dispatch.checked_rows(state, x, y, self._nan_policy)
+        if self._nan_policy == "skip":
+            x, y = dispatch.checked_rows(state, x, y, self._nan_policy)  # the rows the kernels keep
+        elif state.class_gram is not None:
+            check_label_range(y, state.num_classes, error=dispatch.UpdateError)  # before indexing by label
+        # under "raise" a NaN/Inf row makes the kernels reject the batch, and these increments with it
         return _moments.prepare(state, x, y)
 
     def _update_compiled(self, features: Tensor, labels: Tensor) -> "ClassStats":

@@ -61,12 +61,20 @@ def test_streamed_extras_equal_the_rows(order, offset):
     assert rel(s.class_gram.sum(dim=0), s.within_scatter) < 1e-12  # sum_c W_c = W
 
 
-def test_float32_rows_match_their_float64_values():
-    x, y = data(seed=1)
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+def test_float32_rows(offset):
+    """Fourth moments in float64 (the shifts of their centre use W, whose float32 rounding they
+    inherit in part: about 1e-11 here); per-class scatter as the pooled W: float32 products of
+    rows centred on their class, under README's 1e-6 bound."""
+    x, y = data(seed=1, offset=offset)
     x32 = x.astype(np.float32)
-    s = extras().update(x32, y)
-    assert s.fourth_moment() == pytest.approx(fourth_moment(x32.astype(np.float64)), rel=1e-12)
-    assert rel(s.class_gram, class_grams(x32.astype(np.float64), y, K)) < 1e-12
+    s = extras()
+    for start in range(0, len(y), 500):
+        s.update(x32[start : start + 500], y[start : start + 500])
+    x64 = x32.astype(np.float64)
+    assert s.fourth_moment() == pytest.approx(fourth_moment(x64), rel=1e-9)
+    assert rel(s.class_gram, class_grams(x64, y, K)) < 1e-6
+    assert rel(s.class_gram.sum(dim=0), s.within_scatter) < 1e-6
 
 
 def test_merge_in_any_order_equals_one_stream():
