@@ -149,13 +149,17 @@ def nc3(stats, classifier: Tensor, *, variant: str = "papyan", global_mean: str 
     if variant == "papyan":
         return float(((w / w.norm() - m / m.norm()) ** 2).sum())
     k = w.shape[0]
-    if k <= w.shape[1]:
+    if k <= w.shape[1]:  # the K x K difference itself (no cancellation when the error is small)
         cross = w @ m.T
         norm = float(cross.norm())
-        inner = (float(torch.trace(cross)) - float(cross.sum()) / k) / math.sqrt(k - 1)
-    else:  # ||W M^T||_F^2 = <W^T W, M^T M>, 1^T W M^T 1 = (sum W) . (sum M)
-        norm = math.sqrt(max(0.0, float(((w.T @ w) * (m.T @ m)).sum())))
-        inner = (float((w * m).sum()) - float(w.sum(dim=0) @ m.sum(dim=0)) / k) / math.sqrt(k - 1)
+        if norm == 0.0:
+            raise ValueError("nc3: W M^T is zero; the kothapalli variant is undefined")
+        etf = (torch.eye(k, dtype=torch.float64, device=w.device) - 1.0 / k) / math.sqrt(k - 1)
+        return float((cross / norm - etf).norm())
+    # K > D: ||G/||G|| - E||^2 = 2 - 2 <G, E> / ||G||, with ||W M^T||_F^2 = <W^T W, M^T M> and
+    # <G, E> = (tr G - 1^T G 1 / K) / sqrt(K-1), 1^T W M^T 1 = (sum W) . (sum M): no K x K matrix
+    norm = math.sqrt(max(0.0, float(((w.T @ w) * (m.T @ m)).sum())))
+    inner = (float((w * m).sum()) - float(w.sum(dim=0) @ m.sum(dim=0)) / k) / math.sqrt(k - 1)
     if norm == 0.0:
         raise ValueError("nc3: W M^T is zero; the kothapalli variant is undefined")
     return math.sqrt(max(0.0, 2.0 - 2.0 * inner / norm))
