@@ -290,3 +290,11 @@ def test_sfda_passes_by_hand_and_their_errors():
     bad[5] = 9
     with pytest.raises(ValueError, match=r"labels: value 9 at row 5 is outside \[0, 4\)"):
         mixing.update(x, bad)
+
+
+def test_h_score_with_tllib_s_pseudo_inverse_cut(dataset):
+    x, y = dataset
+    classes, mu = ref.class_means(x, y)
+    g = mu[np.searchsorted(classes, y)]
+    want = np.trace(np.linalg.pinv(np.cov(x, rowvar=False), rcond=1e-15) @ np.cov(g, rowvar=False))
+    close(metrics.h_score(stats_of(x, y), rcond=1e-15), float(want), 1e-7)
