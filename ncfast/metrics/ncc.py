@@ -73,8 +73,6 @@ class NCCStats:
         if valid is not None:
             valid = torch.as_tensor(valid, device=device, dtype=torch.bool)
             self._mu_sq = torch.where(valid, self._mu_sq, torch.full_like(self._mu_sq, float("inf")))
-        self._first_valid = int(torch.isfinite(self._mu_sq).nonzero()[0, 0]) if bool(
-            torch.isfinite(self._mu_sq).any()) else 0
         self._cast: dict = {}
         self._w = self._b = None
         if classifier is not None:
@@ -114,33 +112,37 @@ class NCCStats:
         return self._mu.shape[1]
 
     def _operands(self, dtype: torch.dtype):
-        """Centres and classifier in the product's precision (cast once per dtype): (2 mu'^T,
-        NCC constants, W^T, classifier constants), the constants folding in the origin exactly
-        when rows are not centred."""
+        """[2 mu'^T | W^T] (D, K or 2K) and the per-class constants [-||mu'||^2 | b] in the
+        product's precision, cast once per dtype; the origin is folded into the constants
+        exactly (float64) when rows are not centred. One product serves both decisions."""
         if dtype not in self._cast:
             ncc_bias = -self._mu_sq
-            w_t = clf_bias = None
             if not self._centre_rows:
                 ncc_bias = ncc_bias - 2.0 * (self._mu @ self._origin)
+            mats, biases = [2.0 * self._mu.T], [ncc_bias]
             if self._w is not None:
-                w_t = self._w.T.to(dtype).contiguous()
-                clf_bias = self._b + self._w @ self._origin if self._centre_rows else self._b
-                clf_bias = clf_bias.to(dtype)
-            self._cast[dtype] = ((2.0 * self._mu).T.to(dtype).contiguous(), ncc_bias.to(dtype), w_t, clf_bias)
+                mats.append(self._w.T)
+                biases.append(self._b + self._w @ self._origin if self._centre_rows else self._b)
+            self._cast[dtype] = (torch.cat(mats, dim=1).to(dtype).contiguous(), torch.cat(biases).to(dtype))
         return self._cast[dtype]
 
     def _decide(self, chunk: Tensor):
         """(nearest centre, classifier argmax or None, rows whose product was not finite)."""
         dtype = torch.float64 if chunk.dtype == torch.float64 else torch.float32
-        mu_t, ncc_bias, w_t, clf_bias = self._operands(dtype)
+        weights, bias = self._operands(dtype)
         if self._centre_rows:
             rows = torch.sub(chunk, self._origin.to(dtype))
         else:
             rows = chunk if chunk.dtype == dtype else chunk.to(dtype)
-        scores = torch.addmm(ncc_bias, rows, mu_t)
-        bad = ~torch.isfinite(scores[:, self._first_valid])  # NaN/Inf rows, or an overflow
-        predicted = torch.addmm(clf_bias, rows, w_t).argmax(dim=1) if w_t is not None else None
-        return scores.argmax(dim=1), predicted, bad
+        scores = torch.addmm(bias, rows, weights)
+        k = self.num_classes
+        best, nearest = scores[:, :k].max(dim=1)
+        bad = ~torch.isfinite(best)  # a NaN/Inf row, or a float32 overflow
+        predicted = None
+        if self._w is not None:
+            top, predicted = scores[:, k:].max(dim=1)
+            bad |= ~torch.isfinite(top)
+        return nearest, predicted, bad
 
     def update(self, features: Any, labels: Any = None) -> "NCCStats":
         """Folds a batch in. `labels` (int32/int64 in [0, K)) are needed for the accuracies,
@@ -158,7 +160,9 @@ class NCCStats:
                                 "mismatches", "skipped_rows"), 0)
         class_rows = torch.zeros_like(self.class_rows)
         class_agreements = torch.zeros_like(self.class_agreements)
-        step = max(1, _SCORE_ENTRIES // max(self.num_classes, self.dim))
+        copies = self._centre_rows or x.dtype not in (torch.float32, torch.float64)  # a (rows x D) working copy
+        width = 2 * self.num_classes if self._w is not None else self.num_classes
+        step = max(1, _SCORE_ENTRIES // (max(width, self.dim) if copies else width))
         for start in range(0, x.shape[0], step):
             chunk = x[start : start + step]
             truth = y[start : start + step] if y is not None else None
@@ -177,13 +181,17 @@ class NCCStats:
                 nearest, predicted, _ = self._decide(chunk.to(torch.float64))
             if predicted is not None:
                 agree = predicted == nearest
-                counts["mismatches"] += int((~agree).sum())
+                counts["mismatches"] += chunk.shape[0] - int(agree.sum())
             if truth is not None:
                 counts["ncc_correct"] += int((nearest == truth).sum())
-                class_rows += torch.bincount(truth, minlength=self.num_classes)
                 if predicted is not None:
                     counts["classifier_correct"] += int((predicted == truth).sum())
-                    class_agreements += torch.bincount(truth[agree], minlength=self.num_classes)
+                    # one bincount gives, per class, the rows (even + odd) and the agreements (odd)
+                    both = torch.bincount(2 * truth + agree, minlength=2 * self.num_classes).view(-1, 2)
+                    class_rows += both.sum(dim=1)
+                    class_agreements += both[:, 1]
+                else:
+                    class_rows += torch.bincount(truth, minlength=self.num_classes)
                 counts["num_labelled"] += chunk.shape[0]
             counts["num_samples"] += chunk.shape[0]
         for name, value in counts.items():
