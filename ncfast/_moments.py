@@ -112,8 +112,14 @@ class PendingExtras:
     centre: Optional[Tensor] = None  # (D,) centre the chunk's moments are about
     fourth: Optional[Tensor] = None  # () sum ||x - centre||^4
     third: Optional[Tensor] = None  # (D,) sum ||x - centre||^2 (x - centre)
+    # per-class scatter: the chunk's rows sorted by class and the classes' counts and means
+    # before the chunk (the increments themselves are formed after the update, class group by
+    # class group, so that no second K x D x D buffer is ever held)
+    gram_rows: Optional[Tensor] = None  # (B, D) rows sorted by class
     gram_classes: Optional[Tensor] = None  # (k,) classes present in the chunk
-    gram_increment: Optional[Tensor] = None  # (k, D, D) increments of W_c
+    gram_sizes: Optional[Tensor] = None  # (k,) their rows in the chunk
+    gram_counts: Optional[Tensor] = None  # (k,) their rows before the chunk
+    gram_means: Optional[Tensor] = None  # (k, D) their means before the chunk
 
 
 def _row_step(dim: int) -> int:
@@ -146,37 +152,68 @@ def _chunk_moments(x: Tensor, centre: Tensor):
     return fourth, third
 
 
-def _class_gram_increment(state, x: Tensor, y: Tensor):
-    """Per class c of the chunk, the increment of W_c by the shifted update of DESIGN.md section
-    3 applied to one class (ncfast/backend/reference.py's form): for any shift s, with Z = X_c - s,
-    d = sum(Z) / m, e = xbar_c - mu_c = d + s - mu_c and n, m the rows before and in the chunk,
-        W_c += Z^T Z - m d d^T + (n m / (n + m)) e e^T.
-    s is the class's running mean (its mean in this chunk for a new class), rounded to the
-    product's precision; Z^T Z is float64 for float64 rows and float32 otherwise, as the pooled
-    W (README "Precision")."""
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+# Classes are batched so that a group's zero-padded rows and its Grams stay under this many entries.
+_GROUP_ENTRIES = 1 << 23
+
+
+def _sorted_by_class(state, x: Tensor, y: Tensor, pending: PendingExtras) -> None:
     order = torch.argsort(y, stable=True)
-    sorted_rows = x[order].to(dtype)
     classes, sizes = torch.unique_consecutive(y[order], return_counts=True)
-    d = x.shape[1]
-    increment = torch.empty(classes.shape[0], d, d, dtype=torch.float64, device=x.device)
-    n_old = state.counts[classes].tolist()
-    means = state.means[classes]
-    shifts = means.to(dtype)
-    start = 0
-    for i, size in enumerate(sizes.tolist()):
-        rows = sorted_rows[start : start + size]
-        start += size
-        shift = shifts[i] if n_old[i] > 0 else (rows.sum(dim=0, dtype=torch.float64) / size).to(dtype)
-        z = rows - shift
-        gram = (z.T @ z).to(torch.float64)
-        mean = z.sum(dim=0, dtype=torch.float64) / size
-        inc = 0.5 * (gram + gram.T) - size * torch.outer(mean, mean)
-        if n_old[i] > 0:
-            e = mean + (shift.to(torch.float64) - means[i])
-            inc += (n_old[i] * size / (n_old[i] + size)) * torch.outer(e, e)
-        increment[i] = inc
-    return classes, increment
+    pending.gram_rows = x[order]
+    pending.gram_classes, pending.gram_sizes = classes, sizes
+    pending.gram_counts = state.counts[classes].clone()
+    pending.gram_means = state.means[classes].clone()
+
+
+def _groups(sizes: list, dim: int):
+    """(first, stop) ranges of consecutive classes whose padded rows and Grams fit the budget."""
+    first, widest = 0, 0
+    for i, m in enumerate(sizes):
+        widest_now = max(widest, m)
+        count = i - first + 1
+        if i > first and count * max(widest_now * dim, dim * dim) > _GROUP_ENTRIES:
+            yield first, i
+            first, widest_now = i, m
+        widest = widest_now
+    yield first, len(sizes)
+
+
+def _add_class_grams_(state, pending: PendingExtras) -> None:
+    """W_c += Z^T Z - m d d^T + (n m / (n + m)) e e^T for every class c of the chunk: the shifted
+    update of DESIGN.md section 3 applied to one class (ncfast/backend/reference.py's form), with
+    Z = X_c - s for a shift s, d = mean(Z), e = xbar_c - mu_c = d + s - mu_c, n and m the class's
+    rows before and in the chunk. s is the class's running mean (its mean in this chunk for a new
+    class), rounded to the product's precision; Z^T Z is float64 for float64 rows and float32
+    otherwise, as the pooled W (README "Precision"). Classes are batched into zero-padded groups
+    and one batched product per group."""
+    rows = pending.gram_rows
+    dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
+    rows = rows.to(dtype)
+    device, d = rows.device, rows.shape[1]
+    sizes_t, n_old, means_old = pending.gram_sizes, pending.gram_counts, pending.gram_means
+    k = sizes_t.shape[0]
+    owner = torch.repeat_interleave(torch.arange(k, device=device), sizes_t)
+    sums = torch.zeros(k, d, dtype=dtype, device=device).index_add_(0, owner, rows)
+    shift = torch.where((n_old > 0)[:, None], means_old.to(dtype), sums / sizes_t[:, None].to(dtype))
+    z = rows - shift[owner]
+    starts = torch.cumsum(sizes_t, dim=0) - sizes_t
+    position = torch.arange(rows.shape[0], device=device) - starts[owner]
+    sizes = sizes_t.tolist()
+    n64, m64 = n_old.to(torch.float64), sizes_t.to(torch.float64)
+    row_starts = starts.tolist()
+    for first, stop in _groups(sizes, d):
+        lo, hi = row_starts[first], row_starts[stop - 1] + sizes[stop - 1]
+        padded = torch.zeros(stop - first, max(sizes[first:stop]), d, dtype=dtype, device=device)
+        padded[owner[lo:hi] - first, position[lo:hi]] = z[lo:hi]
+        gram = torch.bmm(padded.transpose(1, 2), padded).to(torch.float64)
+        mean = padded.sum(dim=1, dtype=torch.float64) / m64[first:stop, None]
+        e = mean + (shift[first:stop].to(torch.float64) - means_old[first:stop])
+        w = torch.where(n64[first:stop] > 0, n64[first:stop] * m64[first:stop] / (n64[first:stop] + m64[first:stop]),
+                        torch.zeros_like(n64[first:stop]))
+        inc = 0.5 * (gram + gram.transpose(1, 2))
+        inc -= m64[first:stop, None, None] * mean[:, :, None] * mean[:, None, :]
+        inc += w[:, None, None] * e[:, :, None] * e[:, None, :]
+        state.class_gram.index_add_(0, pending.gram_classes[first:stop], inc)
 
 
 def prepare(state, x: Tensor, y: Tensor) -> PendingExtras:
@@ -189,19 +226,20 @@ def prepare(state, x: Tensor, y: Tensor) -> PendingExtras:
         pending.centre = _chunk_mean(x) if empty else state.moment_centre.clone()
         pending.fourth, pending.third = _chunk_moments(x, pending.centre)
     if state.class_gram is not None:
-        pending.gram_classes, pending.gram_increment = _class_gram_increment(state, x, y)
+        _sorted_by_class(state, x, y, pending)
     return pending
 
 
 def commit_(state, pending: PendingExtras) -> None:
-    """Applies `pending` once the chunk update of the other statistics has succeeded."""
+    """Applies `pending` once the chunk update of the other statistics has succeeded (the batch
+    has been checked by then; only running out of memory could stop it half-way)."""
     if pending.fourth is not None and state.fourth_moment is not None:
         state.moment_centre.copy_(pending.centre)
         state.fourth_moment += pending.fourth
         state.third_moment += pending.third
         recentre_(state)
-    if pending.gram_increment is not None and state.class_gram is not None:
-        state.class_gram.index_add_(0, pending.gram_classes, pending.gram_increment)
+    if pending.gram_rows is not None and state.class_gram is not None:
+        _add_class_grams_(state, pending)
 
 
 # ------------------------------------------------------------------ merge

@@ -199,3 +199,14 @@ def test_compiled_update_refuses_the_extras():
     x, y = data(seed=10)
     with pytest.raises(ValueError, match="not supported by a compiled update"):
         extras()._update_compiled(torch.from_numpy(x), torch.from_numpy(y))
+
+
+def test_class_groups_of_any_size_give_the_same_scatter(monkeypatch):
+    from ncfast import _moments
+
+    x, y = clustered(rows=4000, dim=D, classes=40, seed=11, offset=5.0)
+    whole = ncfast.ClassStats(40, D, per_class_gram=True).update(x, y)
+    monkeypatch.setattr(_moments, "_GROUP_ENTRIES", 120)  # groups of one to a few classes
+    grouped = ncfast.ClassStats(40, D, per_class_gram=True).update(x, y)
+    assert rel(grouped.class_gram, whole.class_gram) < 1e-13
+    assert rel(grouped.class_gram, class_grams(x, y, 40)) < 1e-12
