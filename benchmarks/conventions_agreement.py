@@ -126,11 +126,13 @@ def main() -> None:
     print()
     print("How far apart the conventions are (relative difference to ncfast's default):")
     print()
-    print("| data | LogME icml | LogME tllib | LogME converged | NC1 unweighted | H-score OAS | GBC relative 1e-12 floor |")
+    print("| data | LogME icml | LogME tllib | LogME converged | NC1 unweighted | H-score OAS "
+          "| GBC relative 1e-12 floor |")
     print("|---|---|---|---|---|---|---|")
     for name, (x, y) in datasets():
         s = streamed(x, y)
-        base = {"logme": metrics.logme(s), "nc1": metrics.nc1(s), "h": metrics.h_score_shrinkage(s), "gbc": metrics.gbc(s)}
+        base = {"logme": metrics.logme(s), "nc1": metrics.nc1(s), "h": metrics.h_score_shrinkage(s),
+                "gbc": metrics.gbc(s)}
         gaps = [metrics.logme(s, variant=v) / base["logme"] - 1 for v in ("icml", "tllib", "converged")]
         gaps += [metrics.nc1(s, global_mean="unweighted") / base["nc1"] - 1,
                  metrics.h_score_shrinkage(s, "oas") / base["h"] - 1,

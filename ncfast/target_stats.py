@@ -92,7 +92,8 @@ class TargetStats:
         if not bool(finite.all()):
             if self.nan_policy == "raise":
                 row = int((~finite).nonzero()[0, 0])
-                raise ValueError(f"features/targets: row {row} holds NaN or Inf (pass nan_policy='skip' to drop such rows)")
+                raise ValueError(f"features/targets: row {row} holds NaN or Inf "
+                                 "(pass nan_policy='skip' to drop such rows)")
             skipped = int((~finite).sum())
             x, y = x[finite], y[finite]
         if x.shape[0]:

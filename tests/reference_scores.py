@@ -147,6 +147,13 @@ def nce(z, y, num_source, num_target):
 # as read (docs/CONVENTIONS.md names the file of each); used to check ncfast's options.
 
 
+def _targets(y, regression):
+    """The target columns: y's columns (regression) or one-hot columns of every label up to the largest."""
+    if regression:
+        return [y[:, i] for i in range(y.shape[1])]
+    return [(y == c).astype(np.float64) for c in range(int(y.max()) + 1)]
+
+
 def _svd_for_fixed_point(f):
     """thuml/LogME ``_fit_fixed_point``'s decomposition: for N > D the SVD of F^T F keeping
     singular values of F above 1e-10 (their ``truncated_svd``), else the thin SVD of F."""
@@ -172,7 +179,7 @@ def logme_thuml(f, y, regression=False, pad=True, tol=1e-3, max_iter=11):
     u, s, vh = _svd_for_fixed_point(f)
     sigma = s**2
     sigma_ld = np.concatenate([sigma, np.zeros(d - sigma.size)]) if pad else sigma
-    columns = [y[:, i] for i in range(y.shape[1])] if regression else [(y == c).astype(np.float64) for c in range(int(y.max()) + 1)]
+    columns = _targets(y, regression)
     out, alphas, betas, ms = [], [], [], []
     for target in columns:
         x = u.T @ target
@@ -204,7 +211,7 @@ def logme_each_evidence(f, y, eps=1e-5, tol=1e-2, max_iter=11, regression=False)
     f = np.asarray(f, dtype=np.float64)
     n, d = f.shape
     v, s, vh = np.linalg.svd(f.T @ f, full_matrices=True)
-    columns = [y[:, i] for i in range(y.shape[1])] if regression else [(y == c).astype(np.float64) for c in range(int(y.max()) + 1)]
+    columns = _targets(y, regression)
     out, ms = [], []
     for target in columns:
         alpha, beta = 1.0, 1.0
@@ -251,7 +258,8 @@ def logme_exact(f, y):
         a = alpha * np.eye(d) + beta * ftf
         m = beta * np.linalg.solve(a, f.T @ target)
         logdet = np.linalg.slogdet(a)[1]
-        out.append((d / 2 * math.log(alpha) + n / 2 * math.log(beta) - 0.5 * logdet - beta / 2 * np.sum((target - f @ m) ** 2)
+        res2 = np.sum((target - f @ m) ** 2)
+        out.append((d / 2 * math.log(alpha) + n / 2 * math.log(beta) - 0.5 * logdet - beta / 2 * res2
                     - alpha / 2 * (m @ m) - n / 2 * math.log(2 * math.pi)) / n)
     return float(np.mean(out))
 

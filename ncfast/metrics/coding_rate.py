@@ -37,7 +37,8 @@ def transrate(stats, eps: float = 1e-4) -> float:
     check_dense_decomposition(stats.dim, "transrate", stats.device)
     n = stats.num_samples
     total = stats._state.scatter + stats.between_scatter()
-    rate = float(_coding_rate(0.5 * (total + total.T), torch.tensor(float(n), dtype=torch.float64, device=total.device), eps))
+    rows = torch.tensor(float(n), dtype=torch.float64, device=total.device)
+    rate = float(_coding_rate(0.5 * (total + total.T), rows, eps))
     classes = present.nonzero().flatten()
     mu = stats._state.means - stats.global_mean
     counts = stats._state.counts.to(torch.float64)

@@ -209,8 +209,8 @@ class NCCStats:
 
         dist = require_initialised()
         device = comm_device(dist, group, self._device)
-        counters = torch.cat([torch.tensor([getattr(self, n) for n in self._COUNTERS], dtype=torch.int64,
-                                            device=device), self.class_rows.to(device), self.class_agreements.to(device)])
+        scalars = torch.tensor([getattr(self, n) for n in self._COUNTERS], dtype=torch.int64, device=device)
+        counters = torch.cat([scalars, self.class_rows.to(device), self.class_agreements.to(device)])
         dist.all_reduce(counters, op=dist.ReduceOp.SUM, group=group)
         scalars, k = len(self._COUNTERS), self.num_classes
         for name, value in zip(self._COUNTERS, counters[:scalars].tolist()):

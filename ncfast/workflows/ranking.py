@@ -300,7 +300,8 @@ def _is_callable(extractor: Any) -> bool:
 
 
 def _stats_from_callable(name, extractor, inputs, labels, num_classes, batch_size, pool,
-                         predictions: Optional["_SourcePredictions"] = None, options: Optional[dict] = None) -> ClassStats:
+                         predictions: Optional["_SourcePredictions"] = None,
+                         options: Optional[dict] = None) -> ClassStats:
     device = module_device(extractor) if isinstance(extractor, nn.Module) else None
     stats = None
     with evaluating(extractor):
@@ -340,7 +341,8 @@ def _stats_from_adapter(name, adapter, inputs, labels, num_classes, batch_size,
 
 
 def _stats_from_features(name, features, labels, num_classes, progress,
-                         predictions: Optional["_SourcePredictions"] = None, options: Optional[dict] = None) -> ClassStats:
+                         predictions: Optional["_SourcePredictions"] = None,
+                         options: Optional[dict] = None) -> ClassStats:
     if labels is None:
         raise ValueError(f"target_labels: needed with the precomputed features of model {name!r}")
     feats = open_array(features, f"models[{name!r}]")

@@ -53,4 +53,5 @@ def test_per_class_outputs_in_the_json(dump):
 def test_per_class_needs_a_json_file(dump, capsys):
     path, _, _ = dump
     assert main(["score", str(path / "x.npy"), str(path / "y.npy"), "--per-class", "--quiet"]) == 2
-    assert "ncfast: error: --per-class: the per-class outputs go to the JSON file; give --json too" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "ncfast: error: --per-class: the per-class outputs go to the JSON file; give --json too" in err
