@@ -210,3 +210,15 @@ def test_class_groups_of_any_size_give_the_same_scatter(monkeypatch):
     grouped = ncfast.ClassStats(40, D, per_class_gram=True).update(x, y)
     assert rel(grouped.class_gram, whole.class_gram) < 1e-13
     assert rel(grouped.class_gram, class_grams(x, y, 40)) < 1e-12
+
+
+def test_bytes_for_workers_carry_the_extras():
+    from ncfast.integrations import from_bytes, to_bytes
+
+    x, y = data(seed=12)
+    s = extras(per_class_diag=True).update(x, y)
+    back = from_bytes(to_bytes(s))
+    assert back.fourth_moments and back.per_class_gram and back.per_class_diag
+    assert torch.equal(back.class_gram, s.class_gram) and back.fourth_moment() == s.fourth_moment()
+    plain = ncfast.ClassStats(K, D).update(x, y)
+    assert not from_bytes(to_bytes(plain)).fourth_moments
