@@ -262,22 +262,6 @@ def test_unwritable_output_fails_before_the_pass(dump, capsys):
     assert "--json: folder" in printed.err and "rows/s" not in printed.err and printed.out == ""
 
 
-def test_progress_rate_counts_only_this_runs_rows():
-    import io
-
-    from ncfast._progress import Progress
-
-    log = io.StringIO()
-    bar = Progress(1000, stream=log, log_every=0.0)
-    bar.skip(900)  # resumed from a checkpoint
-    time.sleep(0.05)
-    bar.update(100)
-    line = log.getvalue().strip().splitlines()[-1]
-    rate = float(line.split("rows  ")[1].split(" M rows/s")[0]) * 1e6
-    assert "100.0% 1,000/1,000" in line
-    assert rate < 100 / 0.05  # 100 rows in at least 50 ms, not 1000
-
-
 def test_nan_policy_skip_drops_and_counts_rows(tmp_path, capsys):
     x, y = clustered(2000, 8, 4, 1.0, seed=3)
     bad = [0, 17, 1999]
