@@ -105,11 +105,79 @@ def start_distributed(args) -> Ranks:
     return Ranks(dist.get_rank(), dist.get_world_size())
 
 
+def open_input(spec, what: str):
+    """``open_array``, with a hint when the file holds ncfast statistics rather than rows."""
+    hint = _statistics_file_hint(spec, what, cheap=True)
+    if hint:
+        raise CommandError(hint)
+    try:
+        return open_array(spec, what)
+    except (ValueError, TypeError) as err:
+        hint = _statistics_file_hint(spec, what, cheap=False)
+        if hint:
+            raise CommandError(hint) from None
+        raise err
+
+
+def _statistics_file_hint(spec, what: str, cheap: bool) -> Optional[str]:
+    """The message for a statistics file given where rows are expected: a safetensors header
+    is checked up front (cheap), a .pt file only once reading it as rows has failed."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return None
+    path = os.fspath(spec)
+    if not os.path.isfile(path) and ".safetensors:" in path:
+        path = path.rsplit(":", 1)[0]
+    if not os.path.isfile(path):
+        return None
+    try:
+        if path.endswith(".safetensors"):
+            from ..io import safetensors
+
+            is_stats = "ncfast" in safetensors.read_header(path)[1]
+        elif path.endswith(".pt") and not cheap:
+            from ..io import statsfile
+
+            statsfile.read(path)
+            is_stats = True
+        else:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not is_stats:
+        return None
+    return (f"{what}: {path} holds ncfast statistics, not {what}; "
+            f"score them with: ncfast score --stats {path}")
+
+
+def file_fingerprint(path: str) -> list:
+    """[absolute path, size in bytes, modification time in ns] of a file given by the user."""
+    st = os.stat(path)
+    return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+
+
+def read_names(path: str) -> List[str]:
+    """Class names from a text file, one per line in label order (blank lines ignored)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    except FileNotFoundError:
+        raise CommandError(f"--names: no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise CommandError(f"--names: cannot read {path} ({err})") from None
+
+
+def check_names(names: List[str], path: str, num_classes: int) -> List[str]:
+    if len(names) < num_classes:
+        raise CommandError(f"--names: {path} has {len(names)} names for {num_classes} classes "
+                           "(one per line, in label order)")
+    return names[:num_classes]
+
+
 def stats_for(args, features_spec, labels_spec, label="", ranks: Ranks = Ranks(), names=()):
     """One pass over a dump into ClassStats with per-class diagonals and whatever else the
     scores in `names` need (e.g. fourth moments for h_score_shrinkage)."""
-    feats = open_array(features_spec, "features")
-    labels = open_array(labels_spec, "labels")
+    feats = open_input(features_spec, "features")
+    labels = open_input(labels_spec, "labels")
     checkpoint = getattr(args, "checkpoint", None)
     if checkpoint and ranks.world > 1:
         checkpoint = f"{checkpoint}.rank{ranks.rank}-of-{ranks.world}"
@@ -138,9 +206,8 @@ def check_outputs(args) -> None:
 
 
 def stop_distributed() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    dist = sys.modules.get("torch.distributed")  # imported only by a --distributed run
+    if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -154,6 +154,19 @@ class ModelRanking:
             out[score] = CORRELATIONS[method](s, [p[1] for p in pairs])
         return out
 
+    def plot(self, path: str, truth: Optional[Mapping[str, float]] = None, title: str = "") -> None:
+        """Writes a PNG of the ranking (``pip install 'ncfast[plot]'``): a models x scores grid of
+        ranks and values, best framed; with `truth` ({model: measured accuracy}), one
+        score-vs-accuracy panel per score, titled with its Kendall and weighted tau
+        (:meth:`correlation`). See :func:`ncfast.plots.plot_ranking`."""
+        from ..plots import plot_ranking
+
+        correlation = None
+        if truth is not None:
+            correlation = {method: self.correlation(truth, method) for method in CORRELATIONS}
+        plot_ranking(self.scores, path, higher_is_better=self.higher_is_better, truth=truth,
+                     correlation=correlation, title=title)
+
     def to_dict(self) -> dict:
         return {
             "scores": self.scores,
