@@ -17,8 +17,9 @@ class Progress:
 
     Parameters
     ----------
-    total : int
-        Units the step will do (rows of a pass, batches of a model run).
+    total : int or None
+        Units the step will do (rows of a pass, batches of a model run); None when unknown
+        (e.g. a loader without a length): the count and rate are shown, no percentage.
     label : str
         Shown before the bar (e.g. the model's name, "nc4 pass").
     enabled : bool
@@ -36,9 +37,10 @@ class Progress:
     not the rate. Also a context manager (closes on exit).
     """
 
-    def __init__(self, total: int, *, label: str = "", enabled: bool = True, stream=None, every: float = 0.5,
+    def __init__(self, total: Optional[int], *, label: str = "", enabled: bool = True, stream=None, every: float = 0.5,
                  log_every: float = 15.0, unit: str = "rows") -> None:
-        self.total, self.label, self.enabled, self.unit = int(total), label, enabled, unit
+        self.total = None if total is None else int(total)
+        self.label, self.enabled, self.unit = label, enabled, unit
         self.stream = stream if stream is not None else sys.stderr
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.every = every if self._tty else log_every
@@ -65,7 +67,8 @@ class Progress:
         if not self._plain and self._tqdm(n):
             return
         now = time.perf_counter()
-        if self._last is None or now - self._last >= self.every or self.done >= self.total:
+        finished = self.total is not None and self.done >= self.total
+        if self._last is None or now - self._last >= self.every or finished:
             self._last = now
             self._draw(now)
 
@@ -85,13 +88,18 @@ class Progress:
         return True
 
     def _draw(self, now: float) -> None:
+        self._drawn = self.done
         elapsed = max(now - self._start, 1e-9)
         rate = (self.done - self._skipped) / elapsed
-        left = (self.total - self.done) / rate if rate > 0 else float("inf")
-        pct = 100.0 * self.done / self.total if self.total else 100.0
         shown_rate = f"{rate / 1e6:.2f} M {self.unit}/s" if rate >= 1e5 else f"{rate:,.1f} {self.unit}/s"
-        eta = f"ETA {left:.0f}s" if left != float("inf") else "ETA ?"
-        line = f"{self.label + ' ' if self.label else ''}{pct:5.1f}% {self.done:,}/{self.total:,} {self.unit}  {shown_rate}  {eta}"
+        label = self.label + " " if self.label else ""
+        if self.total is None:
+            line = f"{label}{self.done:,} {self.unit}  {shown_rate}"
+        else:
+            left = (self.total - self.done) / rate if rate > 0 else float("inf")
+            pct = 100.0 * self.done / self.total if self.total else 100.0
+            eta = f"ETA {left:.0f}s" if left != float("inf") else "ETA ?"
+            line = f"{label}{pct:5.1f}% {self.done:,}/{self.total:,} {self.unit}  {shown_rate}  {eta}"
         if self._tty:
             line, self._width = "\r" + line.ljust(getattr(self, "_width", 0)), len(line)  # cover a longer line
         else:
@@ -104,7 +112,12 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self.enabled and self._tty and self._last is not None:
+            return
+        if not self.enabled or self._last is None:
+            return
+        if getattr(self, "_drawn", None) != self.done:  # the final count (an unknown total never reached it)
+            self._draw(time.perf_counter())
+        if self._tty:
             self.stream.write("\n")
             self.stream.flush()
 

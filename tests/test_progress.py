@@ -102,3 +102,14 @@ def test_terminal_without_tqdm_redraws_a_plain_line(clock, monkeypatch):
     frames = term.getvalue().split("\r")[1:]
     assert len(frames) == 3 and "100.0% 300/300 rows" in frames[-1]
     assert term.getvalue().endswith("\n")
+
+
+def test_unknown_total_shows_count_and_rate_and_the_final_count(clock):
+    log = io.StringIO()
+    bar = Progress(None, label="resnet", stream=log, log_every=15.0, unit="rows")
+    for _ in range(4):
+        clock.now += 1.0
+        bar.update(256)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert lines == ["resnet 256 rows  256.0 rows/s", "resnet 1,024 rows  256.0 rows/s"]

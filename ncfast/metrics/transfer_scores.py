@@ -65,23 +65,45 @@ def face(stats, *, ridge: Optional[float] = None, eps: float = 1e-12, rtol: Opti
 # ---------------------------------------------------------------------------------- all
 
 
-def transferability(stats, *, rtol: Optional[float] = None) -> dict:
+class Scores(dict):
+    """{name: float} of the scores that could be computed, with ``reasons``: {name: why it
+    could not} for each score left out (e.g. GBC without per-class variances)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.reasons: dict = {}
+
+
+def transferability(stats, *, rtol: Optional[float] = None, strict: bool = False) -> Scores:
     """Every transferability score the statistics define, as {name: float}: LogME, H-score,
     NC1, FaCe's C, F and S; the Ledoit-Wolf shrinkage H-score when ``fourth_moments=True``,
     GBC when ``per_class_diag=True``, TransRate when ``per_class_gram=True``. Higher is better
     for all but nc1. ``rtol``: NC1's rank cut. LEEP and NCE need source-model probabilities,
     not features: see :class:`JointStats`; SFDA needs two more passes: see
-    :func:`ncfast.metrics.sfda_score`."""
-    out = {"logme": logme(stats), "h_score": h_score(stats)}
+    :func:`ncfast.metrics.sfda_score`.
+
+    A score that cannot be computed is left out of the mapping and its reason is kept in the
+    result's ``reasons`` ({name: reason}); ``strict=True`` raises ValueError with the reasons
+    instead. (TransRate is opt-in: it is neither computed nor listed without per_class_gram.)"""
+    out = Scores()
+    out["logme"] = logme(stats)
+    out["h_score"] = h_score(stats)
     if stats.fourth_moments:
         out["h_score_shrinkage"] = h_score_shrinkage(stats)
+    else:
+        out.reasons["h_score_shrinkage"] = ("needs the fourth moments of the rows; create ClassStats with "
+                                            "fourth_moments=True")
     f = face(stats, rtol=rtol)
     out["nc1"] = -f.variance_collapse
     out["face_c"], out["face_f"], out["face"] = f.variance_collapse, f.class_fairness, f.score
     if stats.per_class_diag:
         out["gbc"] = gbc(stats)
+    else:
+        out.reasons["gbc"] = "needs per-class variances; create ClassStats with per_class_diag=True"
     if stats.per_class_gram:
         out["transrate"] = transrate(stats)
+    if strict and out.reasons:
+        raise ValueError("transferability: " + "; ".join(f"{k} {why}" for k, why in out.reasons.items()))
     return out
 
 

@@ -42,6 +42,11 @@ def spectrum_floor(eig: np.ndarray, dim: int) -> float:
     return dim * np.finfo(np.float64).eps * top
 
 
+def numerical_rank(eig: np.ndarray, dim: int) -> int:
+    """Eigenvalues above :func:`spectrum_floor`."""
+    return int((eig > spectrum_floor(eig, dim)).sum())
+
+
 def plot_geometry(stats, path: str, *, names: Optional[Sequence[str]] = None, seed: int = 0) -> None:
     """Writes a PNG of three panels: (1) cosine heatmap of the centred class means, ordered by
     hierarchical clustering so that groups of similar classes show as blocks; (2) histogram
@@ -138,9 +143,8 @@ def _spectra(ax, stats, k: int) -> None:
     lowest, highest = np.inf, 0.0
     index = np.arange(1, d + 1)
     for label, eig, colour in curves:
-        floor = spectrum_floor(eig, d)
-        kept = eig > floor
-        rank = int(kept.sum())
+        kept = eig > spectrum_floor(eig, d)
+        rank = numerical_rank(eig, d)
         if rank == 0:
             continue
         lowest, highest = min(lowest, float(eig[kept].min())), max(highest, float(eig[kept].max()))

@@ -29,7 +29,8 @@ from ..nn._modules import evaluating, module_device
 from ..nn._pool import Pool, check_pool, pool_rows
 from ..nn.features import as_layer_features, stream_layers
 from ..stats import ClassStats
-from ._data import labelled_batches, read_labels
+from .._progress import Progress
+from ._data import count_rows, labelled_batches, read_labels
 
 Extractor = Union[nn.Module, Callable[[Tensor], Tensor], Tensor, np.ndarray, str, os.PathLike]
 
@@ -247,6 +248,10 @@ def rank_models(
         (N, K_s) float32 probabilities are kept for LEEP's second pass. Models left out get
         None for LEEP and NCE, with a note.
 
+    progress : bool
+        A progress line per model on stderr (rows through the extractor, or through the pass
+        over its dump; see :class:`ncfast._progress.Progress`).
+
     Every ClassStats keeps per-class diagonals (for GBC). Returns a :class:`ModelRanking`.
     """
     if not isinstance(models, Mapping) or not models:
@@ -288,7 +293,7 @@ def rank_models(
             stats = _stats_from_adapter(name, adapter, target_inputs, labels, num_classes, batch_size, predictions)
         elif _is_callable(extractor):
             stats = _stats_from_callable(name, extractor, target_inputs, labels, num_classes, batch_size, pool,
-                                         predictions, options)
+                                         predictions, options, progress)
         else:
             stats = _stats_from_features(name, extractor, labels, num_classes, progress, predictions, options)
         values, notes = score_stats(stats, [n for n in names if n not in SOURCE_SCORES])
@@ -314,10 +319,10 @@ def _is_callable(extractor: Any) -> bool:
 
 def _stats_from_callable(name, extractor, inputs, labels, num_classes, batch_size, pool,
                          predictions: Optional["_SourcePredictions"] = None,
-                         options: Optional[dict] = None) -> ClassStats:
+                         options: Optional[dict] = None, progress: bool = False) -> ClassStats:
     device = module_device(extractor) if isinstance(extractor, nn.Module) else None
     stats = None
-    with evaluating(extractor):
+    with evaluating(extractor), Progress(count_rows(inputs), label=name, enabled=progress) as bar:
         for x, y in labelled_batches(inputs, labels, batch_size):
             x = to_tensor(x, "target_inputs")
             if device is not None:
@@ -335,6 +340,7 @@ def _stats_from_callable(name, extractor, inputs, labels, num_classes, batch_siz
                 raise type(err)(f"models[{name!r}]: {err}") from err
             if predictions is not None:
                 predictions.add_features(rows, y)
+            bar.update(int(y.shape[0]))
     if stats is None:
         raise ValueError("target_inputs: no batch was read")
     return stats
@@ -368,8 +374,10 @@ def _stats_from_features(name, features, labels, num_classes, progress,
                        **(options or {"per_class_diag": True}))
     if predictions is not None and predictions.needs_features:
         # the head needs the features again: a second read of the dump, in chunks
-        for _, x, y in stream(feats, label_source, chunk_rows=1 << 14):
-            predictions.add_features(x, y)
+        with Progress(feats.rows, label=f"{name} source head", enabled=progress) as bar:
+            for _, x, y in stream(feats, label_source, chunk_rows=1 << 14):
+                predictions.add_features(x, y)
+                bar.update(x.shape[0])
     elif predictions is not None:
         predictions.load_probabilities(labels)
     return stats
