@@ -186,11 +186,17 @@ def stats_for(args, features_spec, labels_spec, label="", ranks: Ranks = Ranks()
         feats, labels, num_classes=args.num_classes, device=args.device, **options,
         chunk_rows=args.chunk_rows, checkpoint=checkpoint, checkpoint_every=getattr(args, "checkpoint_every", None),
         nan_policy=args.nan_policy,
-        progress=not args.quiet and ranks.is_main, label=label, row_range=ranks.share(feats.rows),
+        progress=not args.quiet and ranks.is_main, label=label or _short_name(features_spec),
+        row_range=ranks.share(feats.rows),
     )
     if ranks.world > 1:
         stats.all_reduce()
     return stats, feats, labels
+
+
+def _short_name(spec) -> str:
+    """A dump's name for its progress line: the file or folder, without its directory."""
+    return os.path.basename(os.path.normpath(str(spec))) or str(spec)
 
 
 def check_outputs(args) -> None:

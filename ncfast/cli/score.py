@@ -22,7 +22,7 @@ from .common import (CommandError, add_checkpoint_options, add_common_options, c
 from .output import describe_classes, print_table, run_info, write_json
 
 
-def _example_data():
+def example_data():
     """A built-in example: 200k rows, 256 dims, 20 classes in 5 groups of 4 similar classes,
     features of a half-collapsed model."""
     gen = torch.Generator().manual_seed(0)
@@ -73,9 +73,9 @@ def cmd_score(args) -> int:
         source = args.stats
         fingerprint = {"stats": file_fingerprint(args.stats)}
     elif args.features is None:
-        feats, labels, centres = _example_data()
+        feats, labels, centres = example_data()
         print("ncfast: no files given, scoring a built-in example (200,000 x 256, 20 classes in 5 groups)", file=sys.stderr)
-        stats = accumulate(feats, labels, device=args.device, progress=not args.quiet,
+        stats = accumulate(feats, labels, device=args.device, progress=not args.quiet, label="built-in example",
                            **{**stats_options(names), "per_class_diag": True})
         classifier = centres  # a classifier aligned with the class centres, to show NC3/NC4
         source = "built-in example"

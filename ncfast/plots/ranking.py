@@ -83,7 +83,7 @@ def plot_ranking(table: Table, path: str, *, higher_is_better: Optional[Mapping[
     fig = plt.figure(figsize=(width, grid_h + 3.3 * scatter_rows))
     outer = fig.add_gridspec(1 + scatter_rows, 1, height_ratios=[grid_h] + [3.3] * scatter_rows, hspace=0.35)
     _grid(fig, fig.add_subplot(outer[0]), table, models, scores, higher_is_better, ranks, goodness, mean_rank,
-          title)
+          title, truth)
     if truth is not None:
         inner = outer[1:].subgridspec(scatter_rows, cols, hspace=0.75, wspace=0.35)
         for i, score in enumerate(scores):
@@ -94,7 +94,7 @@ def plot_ranking(table: Table, path: str, *, higher_is_better: Optional[Mapping[
 
 
 def _grid(fig, ax, table, models: List[str], scores: List[str], higher_is_better, ranks, goodness, mean_rank,
-          title: str) -> None:
+          title: str, truth=None) -> None:
     cmap = pyplot().get_cmap("YlGn").with_extremes(bad="#dddddd")
     values = np.full((len(models), len(scores)), np.nan)
     for j, s in enumerate(scores):
@@ -115,9 +115,23 @@ def _grid(fig, ax, table, models: List[str], scores: List[str], higher_is_better
                     fontweight="bold" if best else "normal", color="white" if dark else "black", linespacing=1.1)
             if best:
                 ax.add_patch(pyplot().Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False, lw=2.2, ec="black"))
-    ax.set_xticks(range(len(scores)))
-    ax.set_xticklabels([f"{s}\n{'higher' if higher_is_better[s] else 'lower'} is better" for s in scores],
-                       fontsize=8.5)
+    labels = [f"{s}\n{'higher' if higher_is_better[s] else 'lower'} is better" for s in scores]
+    if truth is not None:  # the measured accuracy as a last column, in another colour, ranked the same way
+        j = len(scores)
+        t_ranks, t_good = ranks_and_goodness({m: {"truth": truth[m]} for m in models}, {"truth": True})
+        column = np.array([[t_good["truth"][m]] for m in models])
+        ax.imshow(column, cmap="Blues", vmin=-0.15, vmax=1.0, aspect="auto",
+                  extent=(j - 0.5, j + 0.5, len(models) - 0.5, -0.5))
+        shown = dict(zip(models, format_column([truth[m] for m in models], decimals=3)))
+        for i, m in enumerate(models):
+            ax.text(j, i, f"{t_ranks['truth'][m]}\n{shown[m]}", ha="center", va="center", fontsize=8.5,
+                    color="white" if column[i, 0] > 0.6 else "black", linespacing=1.1)
+        ax.axvline(j - 0.5, color="white", linewidth=4)
+        ax.set_xlim(-0.5, j + 0.5)
+        ax.set_ylim(len(models) - 0.5, -0.5)
+        labels.append("measured\naccuracy (truth)")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=8.5)
     ax.xaxis.tick_top()
     ax.set_yticks(range(len(models)))
     ax.set_yticklabels([f"{m}\nmean rank {mean_rank[m]:.1f}" for m in models], fontsize=9)

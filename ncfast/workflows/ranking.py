@@ -29,6 +29,7 @@ from ..nn._modules import evaluating, module_device
 from ..nn._pool import Pool, check_pool, pool_rows
 from ..nn.features import as_layer_features, stream_layers
 from ..stats import ClassStats
+from .._format import format_column
 from .._progress import Progress
 from ._data import count_rows, labelled_batches, read_labels
 
@@ -183,12 +184,13 @@ class ModelRanking:
         names = self.score_names
         ranks = {s: {m: i + 1 for i, m in enumerate(self.ranking(s))} for s in names}
         head = ["model", "dim"] + [f"{s} {'^' if self.higher_is_better[s] else 'v'}" for s in names]
+        shown = {s: dict(zip(self.scores, format_column([v[s] for v in self.scores.values()]))) for s in names}
         body = []
         for m, vals in self.scores.items():
             cells = [m, str(self.dims.get(m, ""))]
             for s in names:
                 v = vals[s]
-                cells.append("n/a" if v is None or not math.isfinite(v) else f"{v:.4g} ({ranks[s][m]})")
+                cells.append("n/a" if v is None or not math.isfinite(v) else f"{shown[s][m]} ({ranks[s][m]})")
             body.append(cells)
         widths = [max(len(head[i]), *(len(b[i]) for b in body)) for i in range(len(head))]
         fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731

@@ -100,7 +100,7 @@ def test_ranking_figure_with_truth(tmp_path, monkeypatch):
     fig = figures[0]
     grid, *panels = fig.axes[:1] + [a for a in fig.axes[1:] if a.get_xlabel()]
     assert [t.get_text() for t in grid.get_xticklabels()] == ["nc1\nlower is better", "gbc\nhigher is better",
-                                                             "rankme\nhigher is better"]
+                                                             "rankme\nhigher is better", "measured\naccuracy (truth)"]
     titles = [p.get_title() for p in panels]
     assert titles == ["nc1\nKendall \u03c4 +1.00, weighted \u03c4 +1.00", "gbc\nKendall \u03c4 +1.00, weighted \u03c4 +1.00",
                       "rankme\nKendall \u03c4 -1.00, weighted \u03c4 -1.00"]
