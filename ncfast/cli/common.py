@@ -13,7 +13,7 @@ import torch
 
 from ..io import open_array
 from ..io.atomic import check_writable
-from ..metrics.registry import REGISTRY, SCORES, score_stats, stats_options
+from ..metrics.registry import REGISTRY, SCORES, stats_options
 from ..pipeline import accumulate
 
 
@@ -51,15 +51,6 @@ def parse_metrics(text: Optional[str]) -> List[str]:
     if unknown:
         raise CommandError(f"--metrics: unknown {', '.join(unknown)} (choose from {', '.join(REGISTRY)})")
     return names
-
-
-def compute_scores(stats, names: List[str], quiet: bool = False) -> Dict[str, Optional[float]]:
-    """The requested scores; one undefined for these statistics is None, its reason on stderr."""
-    values, notes = score_stats(stats, names)
-    if not quiet:
-        for name, why in notes.items():
-            print(f"ncfast: {name} skipped: {why}", file=sys.stderr)
-    return values
 
 
 def load_matrix(path: str, what: str) -> torch.Tensor:

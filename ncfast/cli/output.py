@@ -74,6 +74,6 @@ def describe_classes(counts) -> str:
 def run_info(args, fingerprint: Dict[str, object]) -> Dict[str, object]:
     """What makes a JSON result reproducible: ncfast's version, the input's fingerprint (paths,
     sizes, modification times) and every option of the command."""
-    options = {k: v for k, v in vars(args).items() if k not in ("run",) and not callable(v)}
+    options = {k: v for k, v in vars(args).items() if k not in ("run", "command") and not callable(v)}
     return {"ncfast": __version__, "command": getattr(args, "command", None), "input": fingerprint,
             "options": options}
