@@ -160,10 +160,9 @@ def _scatter(ax, table, models, score: str, higher: bool, truth, correlation, fi
             higher = higher != negative  # for negative values, higher means smaller in size
         ax.scatter(x, y, s=36, color="#4c72b0", zorder=3)
         ax.margins(x=0.18, y=0.12)
-        for xi, yi, (_, _, m) in zip(x, y, points):
-            ax.annotate(m, (xi, yi), xytext=(4, 3), textcoords="offset points", fontsize=7.5)
         if not higher:
             ax.invert_xaxis()
+        _label_points(ax, x, y, [p[2] for p in points])  # after the axis is final: it places in pixels
     else:
         ax.text(0.5, 0.5, "undefined for every model", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(f"{label}  (better \u2192)", fontsize=9)
@@ -178,3 +177,36 @@ def _scatter(ax, table, models, score: str, higher: bool, truth, correlation, fi
     ax.set_title(head, fontsize=9)
     ax.tick_params(labelsize=7.5)
     ax.grid(True, alpha=0.3)
+
+
+def _label_points(ax, x: np.ndarray, y: np.ndarray, names: List[str], size: float = 7.5) -> None:
+    """Names beside the points, each at the first of four places (right above, right below,
+    left above, left below) where it covers neither a name already placed nor another point
+    (a name beside the wrong point would mislead more than one that overlaps)."""
+    ax.autoscale_view()
+    to_pixels = ax.transData.transform
+    scale = ax.figure.dpi / 72.0
+    height = 1.3 * size * scale
+    dots = [to_pixels((xi, yi)) for xi, yi in zip(x, y)]
+    r = 4 * scale
+    placed: List[tuple] = [(dx - r, dy - r, dx + r, dy + r) for dx, dy in dots]
+    frame = ax.get_window_extent()  # prefer places inside the panel
+    for i in np.argsort(-y):
+        px, py = to_pixels((x[i], y[i]))
+        width = 0.62 * size * scale * len(names[i])
+        free, inside = [], []
+        for dx, dy, ha, va in ((4, 3, "left", "bottom"), (4, -3, "left", "top"), (-4, 3, "right", "bottom"),
+                               (-4, -3, "right", "top")):
+            left = px + dx * scale - (width if ha == "right" else 0)
+            bottom = py + dy * scale - (height if va == "top" else 0)
+            box = (left, bottom, left + width, bottom + height)
+            others = [b for j, b in enumerate(placed) if j != i]  # its own dot does not count
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in others):
+                free.append((dx, dy, ha, va, box))
+                if frame.x0 <= box[0] and box[2] <= frame.x1 and frame.y0 <= box[1] and box[3] <= frame.y1:
+                    inside.append(free[-1])
+        dx, dy, ha, va, box = (inside or free or [(4, 3, "left", "bottom", None)])[0]
+        ax.annotate(names[i], (x[i], y[i]), xytext=(dx, dy), textcoords="offset points", fontsize=size,
+                    ha=ha, va=va)
+        if box is not None:
+            placed.append(box)

@@ -120,3 +120,28 @@ def test_model_ranking_plot(tmp_path):
     result = ncfast.rank_models(feats, target_labels=torch.from_numpy(y), scores=["nc1", "logme"])
     result.plot(str(tmp_path / "r.png"), truth={"m0": 0.9, "m1": 0.8, "m2": 0.5})
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_point_names_cover_no_other_point(tmp_path, monkeypatch):
+    rng = np.random.default_rng(6)
+    models = [f"model_{i}" for i in range(8)]
+    truth = {m: 0.9 - 0.02 * i + 0.005 * rng.standard_normal() for i, m in enumerate(models)}  # close together
+    table = {m: {"nc1": 0.5 + 0.05 * i + 0.01 * rng.standard_normal(), "logme": 1.0 - 0.03 * i} for i, m in
+             enumerate(models)}
+    figures = _captured(monkeypatch, ranking)
+    plot_ranking(table, str(tmp_path / "r.png"), truth=truth)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figures[0]
+    canvas = FigureCanvasAgg(fig)  # the figure was closed after saving: give it a canvas again
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    panels = [a for a in fig.axes[1:] if a.texts]
+    assert len(panels) == 2
+    for ax in panels:
+        dots = {t.get_text(): ax.transData.transform(t.xy) for t in ax.texts}
+        for text in ax.texts:
+            box = text.get_window_extent(renderer)
+            for name, (x, y) in dots.items():
+                if name != text.get_text():
+                    assert not (box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1), (text.get_text(), name)
