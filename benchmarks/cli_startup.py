@@ -6,7 +6,10 @@ processes, interleaved round by round so that load on the machine hits every cas
     python benchmarks/cli_startup.py --before /tmp/old     # side by side with another copy of
                                                            # the package (a folder holding ncfast/)
 
-Prints the median and the best of the rounds for each case, and the median above the floor.
+Prints, for each case, the median and best wall time of the rounds and the median CPU time
+(user + system) of the process, and both medians above the floor. CPU time is what the
+start-up costs in work; it is far less disturbed than wall time by other processes on a busy
+machine.
 """
 
 from __future__ import annotations
@@ -36,12 +39,34 @@ def cases(folder: str):
 
 
 def run_once(args, pythonpath):
+    """(wall seconds, CPU seconds of the process) of one fresh run."""
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     start = time.perf_counter()
-    subprocess.run([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    child = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, _, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    child.returncode = 0  # reaped here; keeps Popen from waiting again
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def import_above_torch(pythonpath) -> float:
+    """Milliseconds that importing the command (``ncfast.cli`` and the package) takes beyond
+    importing torch, from ``python -X importtime`` of ``ncfast --version``."""
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", ENTRY, "--version"], env=env,
+                          capture_output=True, text=True)
+    cumulative = {}
+    for line in done.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            name = parts[2].strip()
+            cumulative.setdefault(name, int(parts[1]))  # first (outermost) import of each name
+    whole = max(cumulative.get("ncfast.cli", 0), cumulative.get("ncfast", 0))
+    return (whole - cumulative["torch"]) / 1000.0
 
 
 def main() -> None:
@@ -58,23 +83,34 @@ def main() -> None:
             variants = {"before": os.path.abspath(args.before), "after": None}
         table = cases(folder)
         times = {(v, c): [] for v in variants for c in table}
+        imports = {v: [] for v in variants}
         for _ in range(args.rounds):
             for c, cmd in table.items():
                 for v, path in variants.items():
                     if c.startswith("import torch") and v != next(iter(variants)):
                         continue  # the floor does not depend on the variant
                     times[(v, c)].append(run_once(cmd, path))
-    print(f"{platform.node()}: {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
-          f"{args.rounds} rounds, load average {os.getloadavg()[0]:.2f}")
-    floor = statistics.median(times[(next(iter(variants)), "import torch (floor)")])
-    print(f"{'case':<24} {'variant':<14} {'median s':>9} {'best s':>8} {'above floor':>12}")
+            for v, path in variants.items():
+                imports[v].append(import_above_torch(path))
+    print(f"{platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
+          f"{platform.python_version()}, {args.rounds} rounds, load average {os.getloadavg()[0]:.2f}")
+    first = next(iter(variants))
+    floor_wall = statistics.median(t[0] for t in times[(first, "import torch (floor)")])
+    floor_cpu = statistics.median(t[1] for t in times[(first, "import torch (floor)")])
+    print(f"{'case':<24} {'variant':<14} {'wall median':>11} {'wall best':>9} {'CPU median':>10} "
+          f"{'wall - floor':>12} {'CPU - floor':>11}")
     for c in table:
         for v in variants:
             t = times[(v, c)]
             if not t:
                 continue
-            med = statistics.median(t)
-            print(f"{c:<24} {v:<14} {med:9.3f} {min(t):8.3f} {med - floor:+12.3f}")
+            wall = statistics.median(w for w, _ in t)
+            cpu = statistics.median(u for _, u in t)
+            print(f"{c:<24} {v:<14} {wall:11.3f} {min(w for w, _ in t):9.3f} {cpu:10.3f} "
+                  f"{wall - floor_wall:+12.3f} {cpu - floor_cpu:+11.3f}")
+    for v in variants:
+        print(f"import of the command beyond torch ({v}): median {statistics.median(imports[v]):.1f} ms, "
+              f"best {min(imports[v]):.1f} ms (python -X importtime)")
 
 
 if __name__ == "__main__":
