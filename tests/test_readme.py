@@ -31,30 +31,53 @@ def test_ci_runs_readme_set_up_and_test_commands():
     assert ci.index(set_up[0]) < ci.index(tests[0])
 
 
-def _declared() -> set:
-    text = (ROOT / "pyproject.toml").read_text()
-    deps = re.search(r"^dependencies = \[(.*?)\]", text, re.S | re.M).group(1)
-    test = re.search(r"^test = \[(.*?)\]", text, re.M).group(1)
-    names = re.findall(r'"([A-Za-z0-9_.-]+)', deps + test)
+def _declared(extras=None) -> set:
+    """Distributions named by pyproject.toml's dependencies and its optional extras (those in
+    `extras`, or all)."""
+    tomllib = pytest.importorskip("tomllib", reason="needs Python 3.11+ to read pyproject.toml")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    optional = project.get("optional-dependencies", {})
+    chosen = [v for k, v in optional.items() if extras is None or k in extras]
+    names = [re.match(r"[A-Za-z0-9_.-]+", req).group(0) for req in project["dependencies"] + sum(chosen, [])]
     return {n.lower() for n in names}
 
 
-def test_setup_installs_every_library_the_tests_import():
-    stdlib = getattr(sys, "stdlib_module_names", None)
-    if stdlib is None:
-        pytest.skip("needs Python 3.10+ to know the standard library's modules")
+def _third_party_imports():
+    """(every third-party module the tests import anywhere, those imported unconditionally at
+    the top of a test module, conftest or reference: not inside a function, a try or an
+    importorskip)."""
+    stdlib = sys.stdlib_module_names
     local = {p.stem for p in (ROOT / "tests").rglob("*.py")} | {"ncfast"}
-    imported = set()
+    anywhere, top = set(), set()
     for path in (ROOT / "tests").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                imported.update(a.name.split(".")[0] for a in node.names)
+                anywhere.update(a.name.split(".")[0] for a in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                imported.add(node.module.split(".")[0])
+                anywhere.add(node.module.split(".")[0])
             elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "importorskip" and node.args \
                     and isinstance(node.args[0], ast.Constant):
-                imported.add(node.args[0].value.split(".")[0])
-    third_party = {m for m in imported if m not in stdlib and m not in local}
-    declared = _declared()
-    missing = sorted(m for m in third_party if IMPORT_TO_DISTRIBUTION.get(m, m).lower() not in declared)
+                anywhere.add(node.args[0].value.split(".")[0])
+        if not (path.name.startswith(("test_", "reference_")) or path.name == "conftest.py"):
+            continue  # a helper script run by a test that skips without its libraries
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                top.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                top.add(node.module.split(".")[0])
+    keep = lambda names: {m for m in names if m not in stdlib and m not in local}  # noqa: E731
+    return keep(anywhere), keep(top)
+
+
+def test_setup_installs_what_the_tests_need():
+    if not hasattr(sys, "stdlib_module_names"):
+        pytest.skip("needs Python 3.10+ to know the standard library's modules")
+    anywhere, top = _third_party_imports()
+    name = lambda m: IMPORT_TO_DISTRIBUTION.get(m, m).lower()  # noqa: E731
+    # what every test module needs to load comes with README's set-up (dependencies + [test])
+    missing = sorted(m for m in top if name(m) not in _declared(["test"]))
     assert not missing, f"imported by tests but not installed by README's set-up: {missing}"
+    # the rest is either there too, or an optional extra whose tests skip without it
+    undeclared = sorted(m for m in anywhere if name(m) not in _declared())
+    assert not undeclared, f"imported by tests but named by no extra of pyproject.toml: {undeclared}"
