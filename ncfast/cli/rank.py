@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
 from typing import Dict, Optional
 
-from ..metrics.registry import HIGHER_IS_BETTER, REGISTRY, score_stats
+from ..metrics.registry import HIGHER_IS_BETTER, REGISTRY, SCORES, score_stats
+from . import glossary
 from .common import CommandError, add_common_options, check_outputs, parse_metrics, stats_for
 from .output import emit, format_column, run_info, write_json
 
@@ -105,8 +107,10 @@ def _print_correlation(correlation: Dict[str, Dict[str, Optional[float]]], names
 
 def register(sub) -> None:
     p = sub.add_parser("rank", help="rank several models' features for one target task",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Ranks models by every score, best first (`ncfast metrics` says what each "
-                                   "score means and which way is better).")
+                                   "score means and which way is better).",
+                       epilog="scores (--metrics):\n" + glossary.short_list(SCORES, 18))
     p.add_argument("models", nargs="+", help="NAME=FEATURES for each model (features in any format of `score`)")
     p.add_argument("--labels", required=True, help="the target task's labels, one per feature row")
     p.add_argument("--metrics", help="comma list of scores (default: all; see `ncfast metrics`)")

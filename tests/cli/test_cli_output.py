@@ -113,10 +113,11 @@ def test_glossary_covers_every_score_with_its_direction(capsys):
     assert set(EXTRA) >= {"nc3", "nc4", "ncc_accuracy", "nc2_classifier_etf"}
 
 
-def test_score_help_lists_each_score_with_direction_and_meaning():
-    done = run_cli("score", "--help")
+@pytest.mark.parametrize("command, extra", [("score", ["nc3", "nc4", "ncc_accuracy"]), ("rank", [])])
+def test_help_lists_each_score_with_direction_and_meaning(command, extra):
+    done = run_cli(command, "--help")
     assert done.returncode == 0
-    for name in list(SCORES) + ["nc3", "nc4", "ncc_accuracy"]:
+    for name in list(SCORES) + extra:
         entry = entries()[name]
         line = next(l for l in done.stdout.splitlines() if l.split()[:1] == [name])
         assert f"{entry.direction} is better" in line and entry.meaning[:30] in line
