@@ -38,26 +38,28 @@ def cases(folder: str):
     }
 
 
-def run_once(args, pythonpath):
-    """(wall seconds, CPU seconds of the process) of one fresh run."""
+def run_once(args, pythonpath, cwd):
+    """(wall seconds, CPU seconds of the process) of one fresh run (in `cwd`, so that a
+    checkout's own ncfast/ folder does not shadow the variant on PYTHONPATH)."""
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen([sys.executable, *args], env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     _, _, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
     child.returncode = 0  # reaped here; keeps Popen from waiting again
     return wall, usage.ru_utime + usage.ru_stime
 
 
-def import_above_torch(pythonpath) -> float:
+def import_above_torch(pythonpath, cwd) -> float:
     """Milliseconds that importing the command (``ncfast.cli`` and the package) takes beyond
     importing torch, from ``python -X importtime`` of ``ncfast --version``."""
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", ENTRY, "--version"], env=env,
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", ENTRY, "--version"], env=env, cwd=cwd,
                           capture_output=True, text=True)
     cumulative = {}
     for line in done.stderr.splitlines():
@@ -72,7 +74,8 @@ def import_above_torch(pythonpath) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=11)
-    parser.add_argument("--before", help="a folder holding another ncfast package, measured side by side")
+    parser.add_argument("--before", help="a folder holding another ncfast package (with a built _C), measured "
+                                         "side by side")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         rng = np.random.default_rng(0)
@@ -89,9 +92,9 @@ def main() -> None:
                 for v, path in variants.items():
                     if c.startswith("import torch") and v != next(iter(variants)):
                         continue  # the floor does not depend on the variant
-                    times[(v, c)].append(run_once(cmd, path))
+                    times[(v, c)].append(run_once(cmd, path, folder))
             for v, path in variants.items():
-                imports[v].append(import_above_torch(path))
+                imports[v].append(import_above_torch(path, folder))
     print(f"{platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}, {args.rounds} rounds, load average {os.getloadavg()[0]:.2f}")
     first = next(iter(variants))
