@@ -7,7 +7,7 @@ ReLU projection, and a small network trained on digits 0-4 only. Its true qualit
 is the test-half accuracy of a logistic regression trained on the train-half features. The
 train-half features of each model are written as NAME.npy, with labels.npy and acc.json.
 
-    python examples/quickstart/model_zoo.py zoo/       # a few seconds
+    python examples/quickstart/model_zoo.py zoo/       # under half a minute
 """
 
 import json

@@ -5,7 +5,7 @@ scikit-learn). An NCMonitor keeps one ClassStats per chosen layer through forwar
 after each epoch it reports NC1 and friends per layer, then starts over for the next one.
 A plain ClassStats beside it shows the same statistics kept by hand.
 
-    python examples/quickstart/training_loop.py          # about 5 s on one CPU core
+    python examples/quickstart/training_loop.py          # 20 s on a busy 2-core machine
 """
 
 import torch
