@@ -39,6 +39,9 @@ EXTRA: Dict[str, Entry] = {
         Entry("ncc_accuracy", True, "accuracy of the nearest-class-mean classifier on the rows",
               "Papyan, Han & Donoho 2020", scale="between 0 and 1",
               needs=_WITH_CLASSIFIER + " (a second pass over the features)"),
+        Entry("sfda", True, "mean probability of the true class under a self-challenging regularised Fisher "
+              "fit of the features", "Shao et al. 2022", scale="between 0 and 1",
+              needs="ncfast.metrics.sfda_score (two more passes over the features)"),
         Entry("leep", True, "log expected empirical prediction of the target labels from the source "
               "model's predictions", "Nguyen et al. 2020", scale="at most 0",
               needs="ncfast.rank_models(..., source_heads=)"),
@@ -51,7 +54,7 @@ EXTRA: Dict[str, Entry] = {
 
 def entries() -> Dict[str, Entry]:
     """Every score by name: the registry's, then those that need more than the statistics."""
-    out = {name: Entry(s.name, s.higher_is_better, s.meaning, s.reference, getattr(s, "scale", ""))
+    out = {name: Entry(s.name, s.higher_is_better, s.meaning, s.reference, s.scale)
            for name, s in REGISTRY.items()}
     out.update(EXTRA)
     return out

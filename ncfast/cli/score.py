@@ -13,7 +13,7 @@ import torch
 from .. import metrics
 from .._progress import Progress
 from ..io import SPEC_HELP, open_array, stream
-from ..metrics.registry import REGISTRY, SCORES, score_stats, stats_options
+from ..metrics.registry import SCORES, score_stats, stats_options
 from ..pipeline import accumulate
 from ..stats import load_stats
 from . import glossary

@@ -88,18 +88,6 @@ HIGHER_IS_BETTER: Dict[str, bool] = {name: s.higher_is_better for name, s in REG
 
 STATS_OPTIONS = ("per_class_diag", "fourth_moments", "per_class_gram")
 
-# Scores that need more passes over the features than the statistics' one (not in REGISTRY:
-# they cannot be computed from statistics alone). name -> (higher_is_better, meaning, reference).
-PASS_SCORES: Dict[str, Tuple[bool, str, str]] = {
-    "nc4": (False, "fraction of rows where the nearest class centre and the classifier disagree (second pass)",
-            "Papyan, Han & Donoho 2020"),
-    "ncc_accuracy": (True, "accuracy of the nearest-class-centre classifier (second pass)",
-                     "Papyan, Han & Donoho 2020"),
-    "sfda": (True, "mean probability of the true class under a self-challenging regularised Fisher fit "
-                   "(two more passes)", "Shao et al. 2022"),
-}
-
-
 def stats_options(names: Sequence[str]) -> Dict[str, bool]:
     """The ClassStats options the named scores need, e.g. {"per_class_diag": True,
     "fourth_moments": True, "per_class_gram": False}, for the pass that builds the statistics."""

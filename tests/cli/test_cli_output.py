@@ -74,15 +74,17 @@ def test_numbers_in_a_column_share_a_format():
 
 
 def test_a_score_that_cannot_be_computed_says_why_in_the_table_and_json(tmp_path, capsys):
-    x, y = clustered(40, 60, 3, 1.0, seed=1)  # N <= D: no LogME
+    x, _ = clustered(40, 6, 3, 1.0, seed=1)
+    y = np.zeros(len(x), dtype=np.int64)  # one class: no NC1
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
-    assert main(["score", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--quiet",
+    assert main(["score", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--quiet", "--metrics", "nc1,rankme",
                  "--json", str(tmp_path / "s.json")]) == 0
     rows = table_rows(capsys.readouterr().out)
-    assert rows["logme"][0] == "n/a" and rows["logme"][2].startswith("not computed: logme: needs more rows")
+    assert rows["nc1"][0] == "n/a" and rows["nc1"][2].startswith("not computed: nc1: needs at least 2 classes")
+    assert rows["rankme"][0] != "n/a"
     result = json.loads((tmp_path / "s.json").read_text())
-    assert result["scores"]["logme"] is None and "N=40, D=60" in result["notes"]["logme"]
+    assert result["scores"]["nc1"] is None and "got 1" in result["notes"]["nc1"]
 
 
 def test_json_records_version_input_options_and_directions(dump):
@@ -232,18 +234,18 @@ def test_rank_truth_without_a_model_is_one_error_before_any_pass(tmp_path):
 
 
 def test_transferability_gives_the_reason_for_each_score_left_out():
-    x, y = clustered(30, 40, 3, 1.0, seed=6)  # N <= D: no LogME; no per-class variances: no GBC
+    x, y = clustered(30, 40, 3, 1.0, seed=6)  # no fourth moments: no shrinkage H-score; no per-class variances: no GBC
     stats = ncfast.ClassStats(3, 40).update(x, y)
     out = ncfast.transferability(stats)
-    assert "logme" not in out and "gbc" not in out
-    assert set(out.reasons) == {"logme", "gbc"}
-    assert "N=30, D=40" in out.reasons["logme"] and "per_class_diag=True" in out.reasons["gbc"]
+    assert "h_score_shrinkage" not in out and "gbc" not in out and "logme" in out
+    assert set(out.reasons) == {"h_score_shrinkage", "gbc"}
+    assert "fourth_moments=True" in out.reasons["h_score_shrinkage"] and "per_class_diag=True" in out.reasons["gbc"]
     assert out["h_score"] == pytest.approx(ref.h_score(x.astype(np.float64), y), rel=1e-6)
-    with pytest.raises(ValueError, match="logme needs more rows.*gbc needs per-class"):
+    with pytest.raises(ValueError, match="h_score_shrinkage needs the fourth moments.*gbc needs per-class"):
         ncfast.transferability(stats, strict=True)
-    full = ncfast.transferability(ncfast.ClassStats(3, 4, per_class_diag=True).update(*clustered(300, 4, 3, 1.0, 7)),
-                                  strict=True)
-    assert full.reasons == {} and {"logme", "gbc"} <= set(full)
+    tracked = ncfast.ClassStats(3, 4, per_class_diag=True, fourth_moments=True).update(*clustered(300, 4, 3, 1.0, 7))
+    full = ncfast.transferability(tracked, strict=True)
+    assert full.reasons == {} and {"logme", "gbc", "h_score_shrinkage"} <= set(full)
 
 
 def test_demo_explains_what_it_prints_and_the_cuda_state():
