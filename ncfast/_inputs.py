@@ -79,6 +79,9 @@ def label_outside_message(name: str, label: int, row: int, high: int) -> str:
 def check_label_range(labels: Tensor, high: int, name: str = "labels", error: Type[Exception] = ValueError) -> None:
     """Raises `error` naming the first label outside [0, high) and its row."""
     if labels.numel():
+        low, top = torch.aminmax(labels)
+        if int(low) >= 0 and int(top) < high:  # one pass in the common case
+            return
         bad = ((labels < 0) | (labels >= high)).nonzero()
         if bad.numel():
             row = int(bad[0, 0])

@@ -15,7 +15,10 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-_PER_CLASS = ("counts", "means", "class_scatter", "class_diag")
+from . import _moments
+
+_PER_CLASS = ("counts", "means", "class_scatter", "class_diag", "class_gram")
+_EXTRA_VECTORS = ("moment_centre", "fourth_moment", "third_moment")
 INT64_MAX = 2**63 - 1
 
 
@@ -32,6 +35,11 @@ class StatsState:
     _buffers: dict = field(default_factory=dict, repr=False)
     # CUDA only: scratch buffer, scratch sizes by shape, the stream and calls since the last check.
     _device_cache: dict = field(default_factory=dict, repr=False)
+    # Optional extra statistics (ncfast/_moments.py), None unless their option is on:
+    class_gram: Optional[Tensor] = None  # (K, D, D) float64, W_c (per_class_gram=True)
+    moment_centre: Optional[Tensor] = None  # (D,) c, follows the global mean (fourth_moments=True)
+    fourth_moment: Optional[Tensor] = None  # () sum_i ||x_i - c||^4
+    third_moment: Optional[Tensor] = None  # (D,) sum_i ||x_i - c||^2 (x_i - c)
 
     @property
     def num_classes(self) -> int:
@@ -87,18 +95,26 @@ def zeros(shape: Sequence[int], dtype: torch.dtype, device: torch.device, what: 
         raise
 
 
-def empty_state(num_classes: int, dim: int, device: torch.device, per_class_diag: bool) -> StatsState:
-    per_class = (2 + dim * (2 if per_class_diag else 1)) * 8
+def empty_state(num_classes: int, dim: int, device: torch.device, per_class_diag: bool, *,
+                fourth_moments: bool = False, per_class_gram: bool = False) -> StatsState:
+    if per_class_gram:  # the largest table by far: its own message, with the advice that fits it
+        _moments.check_class_gram_memory(num_classes, dim, device)
+    per_class = (2 + dim * (2 if per_class_diag else 1) + (dim * dim if per_class_gram else 0)) * 8
     check_fits(dim * dim * 8 + num_classes * per_class, device,
                f"statistics of {num_classes:,} classes x {dim:,} dims (a {dim:,} x {dim:,} float64 scatter"
                + (f" and {num_classes:,} x {dim:,} float64 class tables)" if num_classes else ")"))
+    f64 = dict(dtype=torch.float64, device=device)
     state = StatsState(
         counts=torch.zeros(0, dtype=torch.int64, device=device),
-        means=torch.zeros(0, dim, dtype=torch.float64, device=device),
+        means=torch.zeros(0, dim, **f64),
         scatter=zeros((dim, dim), torch.float64, device, f"the {dim:,} x {dim:,} float64 scatter"),
-        class_scatter=torch.zeros(0, dtype=torch.float64, device=device),
-        class_diag=torch.zeros(0, dim, dtype=torch.float64, device=device) if per_class_diag else None,
+        class_scatter=torch.zeros(0, **f64),
+        class_diag=torch.zeros(0, dim, **f64) if per_class_diag else None,
+        class_gram=torch.zeros(0, dim, dim, **f64) if per_class_gram else None,
     )
+    if fourth_moments:
+        state.moment_centre, state.fourth_moment, state.third_moment = (
+            torch.zeros(dim, **f64), torch.zeros((), **f64), torch.zeros(dim, **f64))
     state._buffers = {name: getattr(state, name) for name in _PER_CLASS if getattr(state, name) is not None}
     grow_classes(state, num_classes, exact=True)
     return state
@@ -125,6 +141,8 @@ def grow_classes(state: StatsState, num_classes: int, *, exact: bool = False) ->
         total = device_memory(state.device)
         if total is not None and new_capacity * per_class > total:
             new_capacity = num_classes  # no spare capacity when the doubling alone would not fit
+        if "class_gram" in state._buffers:
+            _moments.check_class_gram_memory(new_capacity, state.dim, state.device)
         what = f"{num_classes:,} classes (per-class tables for {new_capacity:,} classes x {state.dim:,} dims)"
         check_fits(new_capacity * per_class, state.device, what)
         grown = {}
@@ -147,25 +165,25 @@ def _view_classes(state: StatsState, num_classes: int) -> None:
         setattr(state, name, buffer[:num_classes])
 
 
+def extra_options(state: StatsState) -> dict:
+    """The optional statistics a state tracks, as empty_state's keyword arguments."""
+    return {"fourth_moments": state.fourth_moment is not None, "per_class_gram": state.class_gram is not None}
+
+
 def clone_state(state: StatsState) -> StatsState:
-    copy = empty_state(state.num_classes, state.dim, state.device, state.class_diag is not None)
+    copy = empty_state(state.num_classes, state.dim, state.device, state.class_diag is not None,
+                       **extra_options(state))
     copy_into(copy, state)
     return copy
 
 
 def copy_into(dst: StatsState, src: StatsState) -> None:
     """dst <- src, for states of the same shape."""
-    for name in ("counts", "means", "scatter", "class_scatter", "class_diag"):
+    for name in ("counts", "means", "scatter", "class_scatter", "class_diag", "class_gram") + _EXTRA_VECTORS:
         target = getattr(dst, name)
         if target is not None:
             target.copy_(getattr(src, name))
     dst.skipped_rows = src.skipped_rows
-
-
-def drop_class_diag(state: StatsState) -> None:
-    """Stops tracking the per-class diagonal (a merge keeps only what both sides track)."""
-    state.class_diag = None
-    state._buffers.pop("class_diag", None)
 
 
 def merge_into(dst: StatsState, src: StatsState) -> None:
@@ -173,13 +191,19 @@ def merge_into(dst: StatsState, src: StatsState) -> None:
 
     n_c = n_Ac + n_Bc,  delta_c = mu_Bc - mu_Ac,  mu_c = mu_Ac + (n_Bc / n_c) delta_c,
     W = W_A + W_B + sum_c (n_Ac n_Bc / n_c) delta_c delta_c^T,
-    and the same correction on the diagonal for tr_c and q_cj.
+    and the same correction on the diagonal for tr_c and q_cj (and per class for W_c); the
+    fourth moments are moved to a common centre first (ncfast/_moments.py).
     The one merge used by ClassStats.merge, all-reduce and checkpoint resume.
 
-    The result tracks the per-class diagonal only when both sides do. It is computed aside and
-    checked before anything changes: a result that overflows float64 raises ValueError and
+    src must track every optional statistic dst tracks (else ValueError). The result is computed
+    aside and checked before anything changes: a result that overflows float64 raises ValueError and
     leaves dst as it was.
     """
+    if dst.class_diag is not None and src.class_diag is None:
+        raise ValueError("other: per_class_diag is off there but on here; both must track it to merge")
+    if dst.class_gram is not None and src.class_gram is None:
+        raise ValueError("other: per_class_gram is off there but on here; both must track it to merge")
+    moved = _moments.merge_moments_before(dst, src)
     classes_before = dst.num_classes
     grow_classes(dst, src.num_classes)
     k = src.num_classes
@@ -192,8 +216,7 @@ def merge_into(dst: StatsState, src: StatsState) -> None:
     between = (delta * weight[:, None]).T @ delta
     scatter = dst.scatter + src.scatter + 0.5 * (between + between.T)
     class_scatter = dst.class_scatter[:k] + src.class_scatter + weight * (delta * delta).sum(dim=1)
-    both_diag = dst.class_diag is not None and src.class_diag is not None
-    diag = dst.class_diag[:k] + src.class_diag + weight[:, None] * delta * delta if both_diag else None
+    diag = dst.class_diag[:k] + src.class_diag + weight[:, None] * delta * delta if dst.class_diag is not None else None
     means = dst.means[:k] + (n_b / safe_n)[:, None] * delta
     finite = torch.isfinite(scatter).all() & torch.isfinite(class_scatter).all() & torch.isfinite(means).all()
     if diag is not None:
@@ -202,12 +225,12 @@ def merge_into(dst: StatsState, src: StatsState) -> None:
         truncate_classes(dst, classes_before)
         raise ValueError("other: the merged scatter overflows float64 (class means too far apart for the "
                          "float64 range); the statistics are unchanged")
-    if dst.class_diag is not None and not both_diag:
-        drop_class_diag(dst)
     dst.scatter.copy_(scatter)
     dst.class_scatter[:k] = class_scatter
     if diag is not None:
         dst.class_diag[:k] = diag
+    _moments.merge_class_gram_(dst, src, weight, delta)
     dst.means[:k] = means
     dst.counts[:k] += src.counts
     dst.skipped_rows += src.skipped_rows
+    _moments.merge_moments_after(dst, moved)

@@ -49,6 +49,9 @@ def check_state_dict(state: Any, version: int) -> Tuple[int, int, bool]:
     expected = {"counts": (k,), "means": (k, dim), "scatter": (dim, dim), "class_scatter": (k,)}
     if has_diag:
         expected["class_diag"] = (k, dim)
+    # the optional statistics, checked alike when present (whether they must be is the caller's)
+    optional = {"class_gram": (k, dim, dim), "moment_centre": (dim,), "fourth_moment": (1,), "third_moment": (dim,)}
+    expected.update({name: shape for name, shape in optional.items() if state.get(name) is not None})
     for name, shape in expected.items():
         tensor = state[name]
         if not isinstance(tensor, torch.Tensor):

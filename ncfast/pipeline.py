@@ -34,6 +34,8 @@ def accumulate(
     row_range: Optional[Tuple[int, int]] = None,
     nan_policy: str = "raise",
     max_classes: int = DEFAULT_MAX_CLASSES,
+    fourth_moments: bool = False,
+    per_class_gram: bool = False,
 ) -> ClassStats:
     """Streams (features, labels) through ClassStats in one pass.
 
@@ -47,7 +49,8 @@ def accumulate(
     shards), a NumPy array or tensor, a pyarrow column or a ``datasets`` column.
     `row_range` = (first, stop) restricts the pass to those rows (one rank's share).
     `nan_policy`: "raise" (a row with NaN/Inf stops the pass) or "skip" (such rows are dropped
-    and counted in ``stats.skipped_rows``).
+    and counted in ``stats.skipped_rows``). `per_class_diag`, `fourth_moments`, `per_class_gram`:
+    the optional statistics of :class:`ClassStats`.
 
     Before the pass the labels are read once (they are small next to the features) and a label
     outside [0, num_classes), or with ``num_classes=None`` at or beyond `max_classes`, raises
@@ -78,6 +81,8 @@ def accumulate(
         "row_range": [first_row, stop_row],
         "nan_policy": nan_policy,
     }
+    extras = {"fourth_moments": fourth_moments, "per_class_gram": per_class_gram}
+    identity.update({k: v for k, v in extras.items() if v})  # absent when off: older checkpoints still match
     identity = _jsonable(identity)
     stats, start = None, first_row
     if checkpoint and os.path.exists(checkpoint):
@@ -93,7 +98,7 @@ def accumulate(
             _note(progress, f"{checkpoint} belongs to other data or options; starting over")
     if stats is None:
         stats = ClassStats(num_classes, dim, device=device, per_class_diag=per_class_diag, nan_policy=nan_policy,
-                           max_classes=max_classes)
+                           max_classes=max_classes, **extras)
     every = checkpoint_every or max(chunk_rows, 10 * chunk_rows)
     every = max(chunk_rows, every - every % chunk_rows)  # checkpoints fall on chunk boundaries
     bar = Progress(stop_row - first_row, label=label, enabled=progress)

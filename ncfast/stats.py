@@ -11,10 +11,10 @@ from typing import Any, Callable, Optional, Tuple, TypeVar, Union
 import torch
 from torch import Tensor
 
-from . import _allreduce
-from ._inputs import as_features, as_labels
-from ._state import (INT64_MAX, StatsState, clone_state, copy_into, empty_state, grow_classes, merge_into,
-                     truncate_classes)
+from . import _allreduce, _moments
+from ._inputs import as_features, as_labels, check_label_range
+from ._state import (INT64_MAX, StatsState, clone_state, copy_into, empty_state, extra_options, grow_classes,
+                     merge_into, truncate_classes)
 from ._statecheck import check_state_dict
 from .backend import dispatch, ops
 from .io import statsfile
@@ -80,6 +80,17 @@ class ClassStats:
     per_class_diag : bool
         Also track q_cj = sum_{i in c} (x_ij - mu_cj)^2 (K x D float64), needed by GBC and
         per-class Fisher scores. Off by default because K x D can be large.
+    fourth_moments : bool
+        Also track sum_i ||x_i - mu_G||^4 (a float64 scalar and a D-vector of third moments
+        about a moving centre; docs/CONVENTIONS.md), needed by the Ledoit-Wolf shrinkage
+        H-score. Costs a float64 pass over each batch in PyTorch; off by default.
+    per_class_gram : bool
+        Also track the per-class scatter W_c = sum_{i in c} (x_i - mu_c)(x_i - mu_c)^T
+        (K x D x D float64), needed by TransRate. Refused with a MemoryError naming the size
+        when it cannot fit; costs a float64 Gram per batch in PyTorch; off by default.
+        With either option on, each update checks its batch on the host before the kernels run
+        (on CUDA one host synchronisation per update, as with ``validate="sync"``), and a
+        compiled update is not supported.
     nan_policy : {"raise", "skip"}
         Rows holding NaN/Inf raise ValueError (default) or are dropped and counted in
         ``skipped_rows``.
@@ -133,6 +144,8 @@ class ClassStats:
         nan_policy: str = "raise",
         backend: str = "auto",
         validate: str = "lazy",
+        fourth_moments: bool = False,
+        per_class_gram: bool = False,
         max_classes: int = DEFAULT_MAX_CLASSES,
     ) -> None:
         self._lock = threading.RLock()
@@ -155,7 +168,11 @@ class ClassStats:
         self._nan_policy = nan_policy
         self._backend_name = backend
         self._backend = dispatch.resolve_backend(backend, self._device)
-        self._state = empty_state(num_classes or 0, dim, self._device, per_class_diag)
+        for name, flag in (("fourth_moments", fourth_moments), ("per_class_gram", per_class_gram)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name}: expected True or False, got {flag!r}")
+        self._state = empty_state(num_classes or 0, dim, self._device, per_class_diag,
+                                  fourth_moments=fourth_moments, per_class_gram=per_class_gram)
         self._compiled_skips: Optional[Tensor] = None  # rows skipped inside compiled updates
 
     # ------------------------------------------------------------------ update / merge
@@ -202,19 +219,37 @@ class ClassStats:
             self._grow_for(y)
             state = self._raw_state
         try:
+            pending = self._prepare_extras(state, x, y)
             if self._backend == "native":
                 dispatch.native_update_(state, x, y, self._nan_policy, precision=self._precision)
-                if self._validate == "sync":
+                if self._validate == "sync" or pending is not None:
                     dispatch.check_device_status_(state)
             else:
                 dispatch.reference_update_(state, x, y, self._nan_policy)
+            if pending is not None:
+                _moments.commit_(state, pending)
         except Exception:
             if state.num_classes > classes_before:
                 truncate_classes(state, classes_before)  # a rejected batch adds no classes
             raise
         return self
 
+    def _prepare_extras(self, state: StatsState, x: Tensor, y: Tensor) -> Optional[_moments.PendingExtras]:
+        """The optional statistics' share of the batch, computed before the kernels run and
+        applied only once they have accepted it."""
+        if state.fourth_moment is None and state.class_gram is None:
+            return None
+        if self._nan_policy == "skip":
+            x, y = dispatch.checked_rows(state, x, y, self._nan_policy)  # the rows the kernels keep
+        elif state.class_gram is not None:
+            check_label_range(y, state.num_classes, error=dispatch.UpdateError)  # before indexing by label
+        # under "raise" a NaN/Inf row makes the kernels reject the batch, and these increments with it
+        return _moments.prepare(state, x, y)
+
     def _update_compiled(self, features: Tensor, labels: Tensor) -> "ClassStats":
+        if self.fourth_moments or self.per_class_gram:
+            raise ValueError("fourth_moments / per_class_gram: not supported by a compiled update; "
+                             "update these statistics outside torch.compile")
         if not self._fixed_classes:
             raise ValueError("num_classes: a compiled update needs a fixed number of classes (not None)")
         if self._compiled_skips is None:
@@ -327,7 +362,8 @@ class ClassStats:
         copy = self.clone()
         copy._device = device
         copy._backend = dispatch.resolve_backend(self._backend_name, device)
-        copy._state = empty_state(self.num_classes, self.dim, device, self.per_class_diag)
+        copy._state = empty_state(self.num_classes, self.dim, device, self.per_class_diag,
+                                  **extra_options(self._state))
         copy_into(copy._state, self._state)
         return copy
 
@@ -351,7 +387,7 @@ class ClassStats:
     def reset(self) -> "ClassStats":
         """Forgets every row seen (keeps K, D and the options)."""
         k = self.num_classes if self._fixed_classes else 0
-        self._state = empty_state(k, self.dim, self._device, self.per_class_diag)
+        self._state = empty_state(k, self.dim, self._device, self.per_class_diag, **extra_options(self._raw_state))
         if self._compiled_skips is not None:
             self._compiled_skips.zero_()
         return self
@@ -377,6 +413,16 @@ class ClassStats:
     @property
     def per_class_diag(self) -> bool:
         return self._raw_state.class_diag is not None
+
+    @property
+    def fourth_moments(self) -> bool:
+        """Whether sum_i ||x_i - mu_G||^4 is tracked (``fourth_moments=True``)."""
+        return self._raw_state.fourth_moment is not None
+
+    @property
+    def per_class_gram(self) -> bool:
+        """Whether the per-class scatter matrices are tracked (``per_class_gram=True``)."""
+        return self._raw_state.class_gram is not None
 
     @property
     def nan_policy(self) -> str:
@@ -434,6 +480,21 @@ class ClassStats:
         if self._state.class_diag is None:
             raise ValueError("class_diag: not tracked; create ClassStats with per_class_diag=True")
         return self._state.class_diag.clone()
+
+    @property
+    def class_gram(self) -> Tensor:
+        """(K, D, D) float64 W_c = sum_{i in c} (x_i - mu_c)(x_i - mu_c)^T (needs per_class_gram=True)."""
+        if self._state.class_gram is None:
+            raise ValueError("class_gram: not tracked; create ClassStats with per_class_gram=True")
+        return self._state.class_gram.clone()
+
+    def fourth_moment(self) -> float:
+        """sum_i ||x_i - mu_G||^4 over the rows seen (needs fourth_moments=True): with the
+        covariance, what Ledoit-Wolf's shrinkage coefficient needs."""
+        if self._state.fourth_moment is None:
+            raise ValueError("fourth_moment: not tracked; create ClassStats with fourth_moments=True")
+        self._require_samples("fourth_moment")
+        return float(_moments.central_moments(self._state)[0])
 
     # ------------------------------------------------------------------ derived matrices
 
@@ -521,6 +582,12 @@ class ClassStats:
         }
         if s.class_diag is not None:
             out["class_diag"] = s.class_diag.clone()
+        if s.class_gram is not None:
+            out["class_gram"] = s.class_gram.clone()
+        if s.fourth_moment is not None:
+            out["moment_centre"] = s.moment_centre.clone()
+            out["fourth_moment"] = s.fourth_moment.reshape(1).clone()
+            out["third_moment"] = s.third_moment.clone()
         return out
 
     @_locked
@@ -537,7 +604,17 @@ class ClassStats:
             raise ValueError("state_dict: has no class_diag but per_class_diag=True here" if self.per_class_diag
                              else "state_dict: holds class_diag but per_class_diag=False here (create ClassStats "
                                   "with per_class_diag=True to keep it)")
-        fresh = empty_state(k, dim, self._device, self.per_class_diag)
+        extras = extra_options(self._raw_state)
+        needed = (["class_gram"] if extras["per_class_gram"] else []) + (
+            ["moment_centre", "fourth_moment", "third_moment"] if extras["fourth_moments"] else [])
+        absent = [name for name in needed if state_dict.get(name) is None]
+        if absent:
+            raise ValueError(f"state_dict: has no {', '.join(absent)} but these statistics track them")
+        fresh = empty_state(k, dim, self._device, self.per_class_diag, **extras)
+        optional = {name: state_dict[name].to(torch.float64) for name in ("class_gram", "moment_centre", "third_moment")
+                    if name in needed}
+        if "fourth_moment" in needed:
+            optional["fourth_moment"] = state_dict["fourth_moment"].to(torch.float64).reshape(())
         loaded = StatsState(
             counts=state_dict["counts"].to(torch.int64),
             means=state_dict["means"].to(torch.float64),
@@ -545,6 +622,7 @@ class ClassStats:
             class_scatter=state_dict["class_scatter"].to(torch.float64),
             class_diag=state_dict["class_diag"].to(torch.float64) if self.per_class_diag else None,
             skipped_rows=int(state_dict.get("skipped_rows", 0)),
+            **optional,
         )
         copy_into(fresh, loaded)
         self._state = fresh
@@ -563,6 +641,7 @@ class ClassStats:
             "backend": self._backend_name,
             "validate": self._validate,
             "max_classes": self._max_classes,
+            **extra_options(self._raw_state),
         }
 
     def __getstate__(self) -> dict:
@@ -618,7 +697,8 @@ def load_stats(path: Union[str, os.PathLike], *, allow_unverified: bool = False)
     return stats, extra
 
 
-_SAVED_OPTIONS = ("device", "precision", "per_class_diag", "nan_policy", "backend", "validate", "max_classes")
+_SAVED_OPTIONS = ("device", "precision", "per_class_diag", "nan_policy", "backend", "validate", "max_classes",
+                  "fourth_moments", "per_class_gram")
 
 
 def _saved_options(options: Any) -> dict:

@@ -115,7 +115,7 @@ def test_failed_merge_leaves_growing_statistics_unchanged():
               for key, value in growing.state_dict().items()}
     y_wide = y + 5
     y_wide[:10] = 0
-    wider = ncfast.ClassStats(None, 4).update(x, y_wide)
+    wider = ncfast.ClassStats(None, 4, per_class_diag=True).update(x, y_wide)
     far = wider.state_dict()
     far["means"][0] = 1e300  # class 0's means 1e300 apart: the merged scatter overflows float64
     wider.load_state_dict(far)

@@ -98,6 +98,19 @@ def check_device_status_(state: StatsState) -> None:
     )
 
 
+def checked_rows(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str):
+    """(rows, labels) the update will fold in, checked on the host as the kernels check them:
+    UpdateError for a label outside [0, K) or, under nan_policy="raise", a NaN/Inf row;
+    under "skip" such rows are left out (the kernels count them)."""
+    check_label_range(labels, state.num_classes, error=UpdateError)
+    finite = torch.isfinite(features).all(dim=1)
+    if bool(finite.all()):
+        return features, labels
+    if nan_policy == "raise":
+        raise UpdateError(_nonfinite_message(int((~finite).nonzero()[0, 0])))
+    return features[finite], labels[finite]
+
+
 def reference_update_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str) -> None:
     """Validates like the kernel (all-or-nothing), then runs the pure-PyTorch update."""
     check_label_range(labels, state.num_classes, error=UpdateError)

@@ -274,7 +274,7 @@ class SlabPlan:
     @property
     def computed_fraction(self) -> float:
         """Entries the GEMMs compute over the D (D + 1) / 2 wanted (the waste factor)."""
-        dp, dim = self.layout.padded_dim, self.layout.dim
+        dim = self.layout.dim
         computed = sum(g.count * g.size * g.size for g in self.gemms) / self.splits
         return computed / (dim * (dim + 1) / 2)
 

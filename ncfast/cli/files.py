@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..io import SPEC_HELP
 from ..io.atomic import check_writable
 from ..stats import load_stats, save_stats
+from .output import describe_classes, emit
 from .common import (CommandError, add_checkpoint_options, add_common_options, check_outputs, start_distributed,
                      stats_for)
 
@@ -16,7 +17,7 @@ def cmd_stats(args) -> int:
     if not ranks.is_main:
         return 0
     save_stats(stats, args.output)
-    print(f"wrote {args.output}: {stats.num_samples:,} rows, {stats.num_classes} classes, {stats.dim} dims")
+    emit(f"wrote {args.output}: {stats.num_samples:,} rows, {describe_classes(stats.counts)}, {stats.dim} dims")
     return 0
 
 
@@ -30,7 +31,8 @@ def cmd_merge(args) -> int:
         except ValueError as err:
             raise CommandError(f"{path}: cannot merge with {args.inputs[0]}: {err}") from None
     save_stats(merged, args.output)
-    print(f"wrote {args.output}: {merged.num_samples:,} rows from {len(args.inputs)} files")
+    emit(f"wrote {args.output}: {merged.num_samples:,} rows, {describe_classes(merged.counts)}, {merged.dim} dims, "
+         f"from {len(args.inputs)} files")
     return 0
 
 

@@ -22,7 +22,8 @@ from torch import Tensor
 from . import safetensors
 from .atomic import atomic_file
 
-TENSORS = ("counts", "means", "scatter", "class_scatter", "class_diag")
+TENSORS = ("counts", "means", "scatter", "class_scatter", "class_diag", "class_gram", "moment_centre", "fourth_moment",
+           "third_moment")
 _DIGEST_KEY = "ncfast_sha256"  # safetensors metadata key, and the .pt blob's key
 _TAG = b"ncfast statistics v1\0"
 

@@ -27,6 +27,18 @@ def read_labels(labels: Any, name: str = "target_labels") -> Optional[Tensor]:
     return y
 
 
+def count_rows(inputs: Any) -> Optional[int]:
+    """Rows a pass over `inputs` will see, for progress: a tensor/array's length, a loader's
+    dataset length; None when it cannot be known up front (a generator)."""
+    if isinstance(inputs, (Tensor, np.ndarray)):
+        return int(inputs.shape[0])
+    dataset = getattr(inputs, "dataset", None)
+    try:
+        return len(dataset) if dataset is not None else None
+    except TypeError:
+        return None
+
+
 def labelled_batches(inputs: Any, labels: Optional[Tensor], batch_size: int,
                      names: Tuple[str, str] = ("target_inputs", "target_labels")) -> Iterable[Tuple[Any, Tensor]]:
     """Yields (inputs, labels) batches: slices of a tensor/array with `labels`, or the items of
