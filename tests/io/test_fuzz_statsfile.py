@@ -5,7 +5,6 @@ exception, and never an allocation larger than the file could hold. Seeded and b
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
