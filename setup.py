@@ -6,6 +6,8 @@ Environment switches:
   NCFAST_CUDA_ARCHS      semicolon list of SM versions (default "80;90")
   NCFAST_NATIVE=0        do not tune the CPU code for the build machine (-march=native)
   NCFAST_BUILD_JOBS      parallel compile jobs (default: all cores)
+  NCFAST_SANITIZE=1      build the C++ core with AddressSanitizer + UndefinedBehaviorSanitizer
+                         (tools/sanitize.sh builds it aside and runs the CPU tests under it)
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ CUDA_ARCHS = [a for a in (_flag("NCFAST_CUDA_ARCHS") or "80;90").split(";") if a
 CXX_FLAGS = ["-O3", "-fopenmp-simd", "-fno-math-errno"]
 if _flag("NCFAST_NATIVE") != "0":
     CXX_FLAGS.append("-march=native")
+SANITIZERS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"] if _flag("NCFAST_SANITIZE") == "1" else []
+if SANITIZERS:
+    CXX_FLAGS = [f for f in CXX_FLAGS if f != "-O3"] + ["-O1", "-g", *SANITIZERS]
 BLAS_INCLUDE, BLAS_LIBDIR, BLAS_LIB = openblas_paths()
 
 
@@ -116,7 +121,7 @@ def make_extension() -> Pybind11Extension:
     macros = [("NCFAST_CXX_FLAGS", '"' + " ".join(CXX_FLAGS) + '"')]
     libraries = [BLAS_LIB]
     library_dirs = [BLAS_LIBDIR]
-    link_args = ["-pthread", f"-Wl,-rpath,{BLAS_LIBDIR}"]
+    link_args = ["-pthread", f"-Wl,-rpath,{BLAS_LIBDIR}", *SANITIZERS]
     if NVCC:
         # Host-side CUDA glue (pybind11 bindings, no CUDA headers) builds with the C++ compiler.
         sources += sorted(str(p.relative_to(ROOT)) for p in CSRC.glob("cuda/*.cpp"))

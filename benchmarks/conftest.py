@@ -55,22 +55,23 @@ def record(case: str, impl: str, benchmark, work: dict, peak_mib: float) -> None
 
 def _cuda_summary(tr) -> None:
     tr.section("ncfast CUDA vs pure-PyTorch reference (CUDA events, median)")
-    header = (f"{'case':<36}{'ncfast ms':>11}{'ref ms':>10}{'ratio':>8}{'TFLOP/s':>9}{'GB/s':>8}"
+    header = (f"{'case':<46}{'ncfast ms':>11}{'ref ms':>10}{'ratio':>8}{'TFLOP/s':>9}{'GB/s':>8}"
               f"{'floor ms':>10}{'of floor':>10}")
     tr.write_line(header)
     for case, res in CUDA_RESULTS.items():
         if "ncfast" not in res:
             continue
         t, work = res["ncfast"], res["work"]
-        ref = res.get("reference")
+        ref = res.get("reference") or CUDA_RESULTS.get(res.get("reference_of"), {}).get("reference")
         ratio = f"{ref / t:>8.2f}" if ref else f"{'-':>8}"
         ref_ms = f"{ref * 1e3:>10.2f}" if ref else f"{'-':>10}"
         tr.write_line(
-            f"{case:<36}{t * 1e3:>11.2f}{ref_ms}{ratio}{work['flops'] / t / 1e12:>9.1f}"
+            f"{case:<46}{t * 1e3:>11.2f}{ref_ms}{ratio}{work['flops'] / t / 1e12:>9.1f}"
             f"{work['bytes'] / t / 1e9:>8.0f}{work['floor_s'] * 1e3:>10.2f}{work['floor_s'] / t:>10.1%}"
         )
     tr.write_line("flops = N*D^2 (symmetric Gram); floor = max(flops / peak of the path, bytes / copy "
-                  "bandwidth), DESIGN.md section 8; ratio = reference time / ncfast time")
+                  "bandwidth), DESIGN.md section 8; ratio = reference time / ncfast time; [cublas]: the slab "
+                  "path (NCFAST_CUDA_GRAM=cublas), else the kernel path")
 
 
 def _cpu_summary(tr) -> None:

@@ -1,4 +1,5 @@
-"""ClassStats.update on a CUDA GPU: the ncfast kernels vs ncfast.reference in the same run.
+"""ClassStats.update on a CUDA GPU: both Gram paths of ncfast (the hand-written kernels, and the
+slab path on cuBLAS, NCFAST_CUDA_GRAM=cublas) vs ncfast.reference in the same run.
 
     python -m pytest benchmarks/test_bench_cuda.py -s          # prints the table at the end
     NCFAST_BENCH_SCALE=0.1 python -m pytest benchmarks/test_bench_cuda.py -s   # a tenth of N
@@ -7,9 +8,11 @@ Skipped without a GPU or without the CUDA kernels. Timing: CUDA events around wh
 after a warm-up pass, median of NCFAST_BENCH_REPEATS (default 3) passes. A pass streams N rows
 through update() in calls of at most 4M rows, taken in turn from a pool of distinct random
 rows (at most about 4 GB), so cases larger than GPU memory still run and no call re-reads a
-buffer that is still in L2. The floor uses DESIGN.md section 8's H100 figures (3.0 TB/s copy,
-790 TFLOP/s dense bf16); set NCFAST_PEAK_TBS / NCFAST_PEAK_TFLOPS to the measured values of
-another GPU. TF32 counts half the bf16 peak, float32 and float64 FMA 67 TFLOP/s (H100 SXM).
+buffer that is still in L2. The floor (DESIGN.md section 8) uses the device's peaks from the
+environment, as benchmarks/gpu_probe.py measures them (gpu_checks.sh passes them on):
+NCFAST_PEAK_TBS (copy bandwidth, default 3.0), NCFAST_PEAK_TFLOPS (dense bf16, default 790),
+NCFAST_PEAK_TF32_TFLOPS (default half the bf16 peak), NCFAST_PEAK_FP32_TFLOPS (float32 FMA, and
+the float64 DGEMM of the slab path's "exact", default 67): DESIGN.md's H100 figures.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import pytest
 import torch
 
 import ncfast
-from ncfast.backend import cuda as _cuda, reference
+from ncfast.backend import cuda as _cuda, cuda_slab, reference
 from conftest import CUDA_RESULTS, scale
 
 pytestmark = [
@@ -43,14 +46,24 @@ POOL_BYTES = 4 << 30
 REPEATS = int(os.environ.get("NCFAST_BENCH_REPEATS", "3"))
 PEAK_BYTES = float(os.environ.get("NCFAST_PEAK_TBS", "3.0")) * 1e12
 PEAK_BF16 = float(os.environ.get("NCFAST_PEAK_TFLOPS", "790")) * 1e12
+PEAK_TF32 = float(os.environ.get("NCFAST_PEAK_TF32_TFLOPS", str(PEAK_BF16 / 2e12))) * 1e12
+PEAK_FP32 = float(os.environ.get("NCFAST_PEAK_FP32_TFLOPS", "67")) * 1e12
+PATHS = {"kernels": "ncfast", "cublas": "ncfast cublas"}
 
 
 def peak_flops(dtype: torch.dtype, precision: str) -> float:
     if dtype in (torch.float16, torch.bfloat16) and precision == "fast":
         return PEAK_BF16
     if dtype == torch.float32 and precision == "fast":
-        return PEAK_BF16 / 2
-    return 67e12
+        return PEAK_TF32
+    return PEAK_FP32
+
+
+@pytest.fixture(params=list(PATHS))
+def gram_path(request, monkeypatch):
+    """Runs the test with NCFAST_CUDA_GRAM set to each Gram path; yields the row label suffix."""
+    monkeypatch.setenv(cuda_slab.ENV, request.param)
+    return "" if request.param == "kernels" else " [cublas]"
 
 
 def make_pool(rows: int, dim: int, k: int, dtype: torch.dtype):
@@ -107,7 +120,7 @@ def case(request):
     torch.cuda.empty_cache()
 
 
-def test_ncfast(case):
+def test_ncfast(case, gram_path):
     name, pool, labels, rows, dim, k, work = case
     stats = ncfast.ClassStats(k, dim, device="cuda")
 
@@ -118,7 +131,7 @@ def test_ncfast(case):
     seconds = time_passes(run)
     stats.check()
     assert stats.num_samples == rows
-    CUDA_RESULTS[name].update(ncfast=seconds, work=work)
+    CUDA_RESULTS[name + gram_path].update(ncfast=seconds, work=work, reference_of=name)
 
 
 def test_reference(case):
@@ -154,13 +167,14 @@ def step_work(steps: int) -> dict:
 STEPS = 200
 
 
-@pytest.mark.parametrize("impl", ["reference", "ncfast", "ncfast graph"])
-def test_training_step(step_batches, impl):
+@pytest.mark.parametrize("impl", ["reference", "ncfast", "ncfast graph", "ncfast cublas", "ncfast cublas graph"])
+def test_training_step(step_batches, impl, monkeypatch):
     xs, ys = step_batches
     name = f"{STEPS} steps B={STEP_B} D={STEP_D} K={STEP_K} bf16"
     backend = "reference" if impl == "reference" else "native"
+    monkeypatch.setenv(cuda_slab.ENV, "cublas" if "cublas" in impl else "kernels")
     stats = ncfast.ClassStats(STEP_K, STEP_D, device="cuda", backend=backend)
-    if impl == "ncfast graph":
+    if impl.endswith("graph"):
         x_static, y_static = xs[0].clone(), ys[0].clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -185,7 +199,5 @@ def test_training_step(step_batches, impl):
     seconds = time_passes(run)
     stats.check()
     key = "reference" if impl == "reference" else "ncfast"
-    case_name = name + (" (graph)" if impl == "ncfast graph" else "")
-    CUDA_RESULTS[case_name].update({key: seconds, "work": step_work(STEPS)})
-    if impl == "ncfast graph":  # the reference run (parametrised first) serves both rows
-        CUDA_RESULTS[case_name]["reference"] = CUDA_RESULTS.get(name, {}).get("reference")
+    case_name = name + (" (graph)" if impl.endswith("graph") else "") + (" [cublas]" if "cublas" in impl else "")
+    CUDA_RESULTS[case_name].update({key: seconds, "work": step_work(STEPS), "reference_of": name})

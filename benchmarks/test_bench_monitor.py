@@ -9,7 +9,6 @@ from __future__ import annotations
 import statistics
 import time
 
-import pytest
 import torch
 from torch import nn
 

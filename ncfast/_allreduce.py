@@ -9,6 +9,9 @@ DESIGN.md section 3 generalises to R ranks as two all-reduces of fixed-size buff
        W    = sum_r (W^r    + sum_c n_c^r d_c^r d_c^r^T)
        tr_c = sum_r (tr_c^r + n_c^r ||d_c^r||^2)
        q_cj = sum_r (q_cj^r + n_c^r (d_cj^r)^2)
+       W_c  = sum_r (W_c^r  + n_c^r d_c^r d_c^r^T)           (per_class_gram=True)
+   and each rank moves its fourth moments to the global mean before they are summed
+   (fourth_moments=True; ncfast/_moments.py).
 
 Memory and traffic are O(D^2 + K D) per rank whatever the number of ranks (bandwidth-optimal
 ring all-reduce on NCCL), and every rank ends with the same bits.
@@ -21,7 +24,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._state import StatsState, grow_classes
+from . import _moments
+from ._state import StatsState, grow_classes, truncate_classes
 
 
 def require_initialised():
@@ -43,14 +47,15 @@ def comm_device(dist, group, device: torch.device) -> torch.device:
 
 
 def _agree_on_shape(dist, group, state: StatsState, fixed_classes: bool, device) -> int:
-    """All ranks must have the same D and per-class-diagonal setting; K becomes the largest."""
+    """All ranks must have the same D and optional statistics; K becomes the largest."""
     world = dist.get_world_size(group)
-    mine = torch.tensor([state.num_classes, state.dim, int(state.class_diag is not None), int(fixed_classes)],
+    mine = torch.tensor([state.num_classes, state.dim, int(state.class_diag is not None), int(fixed_classes),
+                         int(state.fourth_moment is not None), int(state.class_gram is not None)],
                         dtype=torch.int64, device=device)
     every = [torch.empty_like(mine) for _ in range(world)]
     dist.all_gather(every, mine, group=group)
     table = torch.stack(every).cpu()
-    for column, name in ((1, "dim"), (2, "per_class_diag")):
+    for column, name in ((1, "dim"), (2, "per_class_diag"), (4, "fourth_moments"), (5, "per_class_gram")):
         values = table[:, column].tolist()
         if len(set(values)) > 1:
             raise ValueError(f"all_reduce: ranks disagree on {name}: {values} (rank order)")
@@ -69,6 +74,7 @@ def all_reduce_state_(s: StatsState, fixed_classes: bool, group: Optional[object
         return
     device = comm_device(dist, group, s.device)
     k = _agree_on_shape(dist, group, s, fixed_classes, device)
+    classes_before = s.num_classes
     if k > s.num_classes:
         grow_classes(s, k)
     d = s.dim
@@ -92,14 +98,27 @@ def all_reduce_state_(s: StatsState, fixed_classes: bool, group: Optional[object
     ]
     if s.class_diag is not None:
         parts.append((s.class_diag.to(device) + weighted * delta).reshape(-1))
+    if s.class_gram is not None:
+        parts.append((s.class_gram.to(device) + weighted[:, :, None] * delta[:, None, :]).reshape(-1))
+    centre = None
+    if s.fourth_moment is not None:
+        centre = (first[k:].reshape(k, d).sum(dim=0) / n.sum().clamp(min=1)).to(s.scatter.device)
+        fourth, third = _moments.shifted(s, s.fourth_moment, s.third_moment, s.moment_centre, centre)
+        parts += [fourth.reshape(1).to(device), third.to(device)]
     parts.append(torch.tensor([float(s.skipped_rows)], dtype=torch.float64, device=device))
     second = torch.cat(parts)
     dist.all_reduce(second, op=SUM, group=group)
 
-    _unpack_into(s, n, mu, second, k, d)
+    # Every rank holds the same sums, so every rank takes this branch or none does.
+    if not bool(torch.isfinite(second).all() & torch.isfinite(mu).all()):
+        truncate_classes(s, classes_before)
+        raise ValueError("all_reduce: the merged statistics overflow float64 (class means too far apart across "
+                         "ranks); the statistics are unchanged")
+    _unpack_into(s, n, mu, second, k, d, centre)
 
 
-def _unpack_into(s: StatsState, n: Tensor, mu: Tensor, packed: Tensor, k: int, d: int) -> None:
+def _unpack_into(s: StatsState, n: Tensor, mu: Tensor, packed: Tensor, k: int, d: int,
+                 centre: Optional[Tensor] = None) -> None:
     home = s.scatter.device
     at = 0
 
@@ -113,6 +132,12 @@ def _unpack_into(s: StatsState, n: Tensor, mu: Tensor, packed: Tensor, k: int, d
     s.class_scatter.copy_(take(k))
     if s.class_diag is not None:
         s.class_diag.copy_(take(k * d).reshape(k, d))
+    if s.class_gram is not None:
+        s.class_gram.copy_(take(k * d * d).reshape(k, d, d))
+    if s.fourth_moment is not None:
+        s.fourth_moment.copy_(take(1).reshape(()))
+        s.third_moment.copy_(take(d))
+        s.moment_centre.copy_(centre)
     s.skipped_rows = int(round(float(take(1))))
     s.counts.copy_(n.round().to(torch.int64).to(home))
     s.means.copy_(mu.to(home))

@@ -1,4 +1,4 @@
-"""Turns user inputs (torch tensors, NumPy arrays and memmaps, sequences) into tensors the
+"""Turns user inputs (torch tensors, NumPy arrays and memmaps, pyarrow columns, sequences) into tensors the
 kernels accept, with one clear error per bad argument. Never copies unless it must."""
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from ._dtypes import FLOAT_CODES, LABEL_CODES
 def to_tensor(value: Any, name: str) -> Tensor:
     if isinstance(value, Tensor):
         return value
+    if type(value).__module__.split(".")[0] in ("pyarrow", "datasets"):
+        value = _columnar(value, name)
     if isinstance(value, np.ndarray):
         if any(s < 0 for s in value.strides):
             value = np.ascontiguousarray(value)
@@ -30,6 +32,18 @@ def to_tensor(value: Any, name: str) -> Tensor:
         return torch.as_tensor(np.asarray(value))
     except (TypeError, ValueError) as err:
         raise TypeError(f"{name}: expected a tensor or array, got {type(value).__name__}") from err
+
+
+def _columnar(value: Any, name: str) -> np.ndarray:
+    """A pyarrow (Chunked)Array or a ``datasets`` column as one array (lists of floats become
+    (rows, D) features; see ncfast.io.arrow_arrays)."""
+    from .io.arrow_arrays import to_numpy
+
+    if type(value).__module__.split(".")[0] == "datasets":
+        from .io.hfdatasets import column_arrow
+
+        value = column_arrow(value, name)
+    return to_numpy(value, name)
 
 
 def as_features(value: Any, dim: int) -> Tensor:
@@ -65,6 +79,9 @@ def label_outside_message(name: str, label: int, row: int, high: int) -> str:
 def check_label_range(labels: Tensor, high: int, name: str = "labels", error: Type[Exception] = ValueError) -> None:
     """Raises `error` naming the first label outside [0, high) and its row."""
     if labels.numel():
+        low, top = torch.aminmax(labels)
+        if int(low) >= 0 and int(top) < high:  # one pass in the common case
+            return
         bad = ((labels < 0) | (labels >= high)).nonzero()
         if bad.numel():
             row = int(bad[0, 0])

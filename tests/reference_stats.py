@@ -72,9 +72,11 @@ def clustered(rows=3000, dim=12, classes=6, seed=0, spread=1.0, offset=0.0):
 
 
 def stats_of(x, y, k=None, **kw):
-    """ClassStats (with per-class diagonals) of the rows x, labels y, in one update."""
+    """ClassStats (with per-class diagonals and fourth moments) of the rows x, labels y, in one
+    update."""
     k = k if k is not None else int(y.max()) + 1
-    return ncfast.ClassStats(k, x.shape[1], per_class_diag=True, **kw).update(x, y)
+    kw = {"per_class_diag": True, "fourth_moments": True, **kw}
+    return ncfast.ClassStats(k, x.shape[1], **kw).update(x, y)
 
 
 def snapshot(stats):

@@ -47,17 +47,27 @@ def _worker(rank, world, init_file, out_dir, case):
         x, y = dataset()
         rows = shard(rank, world, x, y, case)
         num_classes = None if case == "missing" else K
-        stats = ncfast.ClassStats(num_classes, DIM, per_class_diag=True, nan_policy="skip")
+        backend = "reference" if case == "huge" else "auto"  # the merge's range, not a kernel's, is tested
+        stats = ncfast.ClassStats(num_classes, DIM, per_class_diag=True, nan_policy="skip", backend=backend)
         xs = torch.from_numpy(x[rows])
         if case == "missing" and rank == 1:
             xs[0, 0] = float("nan")  # one skipped row, counted globally
+        if case == "huge":
+            xs = xs * 1e36  # float32 rows near 5e37: their squares need float64
         stats.update(xs, torch.from_numpy(y[rows]))
+        if case == "overflow":
+            far = stats.state_dict()
+            far["means"][0] = 1e300 if rank == 0 else -1e300  # class 0's means 2e300 apart across ranks
+            stats.load_state_dict(far)
+            before = stats.state_dict()
         if case == "bad-dim" and rank == 1:
             stats = ncfast.ClassStats(K, DIM + 1)
         try:
             stats.all_reduce()
         except ValueError as err:
-            torch.save({"error": str(err)}, os.path.join(out_dir, f"rank{rank}.pt"))
+            unchanged = case != "overflow" or all(torch.equal(v, stats.state_dict()[key]) for key, v in before.items()
+                                                  if isinstance(v, torch.Tensor))
+            torch.save({"error": str(err), "unchanged": unchanged}, os.path.join(out_dir, f"rank{rank}.pt"))
             return
         torch.save({"state": stats.state_dict(), "skipped": stats.skipped_rows}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -96,6 +106,26 @@ def test_all_reduce_refuses_mismatched_dims(tmp_path):
     results = run_world(tmp_path, 2, "bad-dim")
     for result in results:
         assert "ranks disagree on dim" in result["error"]
+
+
+def test_all_reduce_of_huge_float32_rows_stays_finite_and_exact(tmp_path):
+    results = run_world(tmp_path, 2, "huge")
+    x, y = dataset()
+    scaled = (torch.from_numpy(x) * 1e36).numpy().astype(np.float64)
+    expected = numpy_stats(scaled, y, K)
+    for result in results:
+        state = result["state"]
+        assert torch.isfinite(state["scatter"]).all()
+        assert rel_err(state["means"], expected.means) < 1e-12
+        assert rel_err(state["scatter"], expected.scatter) < 1e-6
+        assert rel_err(state["class_diag"], expected.class_diag) < 1e-6
+
+
+def test_all_reduce_that_would_overflow_raises_on_every_rank_and_changes_nothing(tmp_path):
+    results = run_world(tmp_path, 2, "overflow")
+    for result in results:
+        assert "overflow float64" in result["error"]
+        assert result["unchanged"]
 
 
 def test_all_reduce_needs_an_initialised_group():

@@ -15,6 +15,7 @@ CASES = {
     "nc_finetune.py": (["--seeds", "1", "--epochs", "2"], ["block"]),
     "vcreg_pretraining.py": (["--seeds", "1", "--epochs", "1"], ["nc1_source", "VCReg("]),
     "fewshot_soft_mask.py": (["--episodes", "5", "--shots", "5", "--features", "pixels"], ["5-shot"]),
+    "monitor_training.py": (["--epochs", "2", "--plot", "nc.png"], ["wrote nc.png", "fc2 nc1"]),
 }
 
 

@@ -11,6 +11,7 @@
 #include "../core/class_stats.h"
 #include "class_stats_cuda.h"
 #include "cuda_info.h"
+#include "slab_update_cuda.h"
 #include "tiling.h"
 
 namespace py = pybind11;
@@ -66,9 +67,112 @@ void update_class_stats_cuda(uintptr_t counts, uintptr_t means, uintptr_t scatte
                      scratch_size, as_ptr<long long>(status), as_ptr<void>(stream));
 }
 
+StatsView stats_view(uintptr_t counts, uintptr_t means, uintptr_t scatter, uintptr_t class_scatter,
+                     uintptr_t class_diag, int64_t num_classes, int64_t dim) {
+  StatsView stats;
+  stats.num_classes = num_classes;
+  stats.dim = dim;
+  stats.counts = as_ptr<int64_t>(counts);
+  stats.means = as_ptr<double>(means);
+  stats.scatter = as_ptr<double>(scatter);
+  stats.class_scatter = as_ptr<double>(class_scatter);
+  stats.class_diag = as_ptr<double>(class_diag);
+  return stats;
+}
+
+BatchView batch_view(uintptr_t features, int32_t feature_dtype, int64_t rows, int64_t row_stride, uintptr_t labels,
+                     int32_t label_dtype) {
+  BatchView batch;
+  batch.features = as_ptr<const void>(features);
+  batch.feature_dtype = static_cast<DType>(feature_dtype);
+  batch.rows = rows;
+  batch.row_stride = row_stride;
+  batch.labels = as_ptr<const void>(labels);
+  batch.label_dtype = static_cast<DType>(label_dtype);
+  return batch;
+}
+
+void update_slab_chunk_cuda(uintptr_t counts, uintptr_t means, uintptr_t scatter, uintptr_t class_scatter,
+                            uintptr_t class_diag, int64_t num_classes, int64_t dim, uintptr_t features,
+                            int32_t feature_dtype, int64_t rows, int64_t row_stride, uintptr_t labels,
+                            int32_t label_dtype, int32_t nan_policy, const SlabCall& call, uintptr_t status,
+                            uintptr_t stream) {
+  const StatsView stats = stats_view(counts, means, scatter, class_scatter, class_diag, num_classes, dim);
+  const BatchView batch = batch_view(features, feature_dtype, rows, row_stride, labels, label_dtype);
+  py::gil_scoped_release no_gil;
+  update_slab_chunk(stats, batch, static_cast<NanPolicy>(nan_policy), call, as_ptr<long long>(status),
+                    as_ptr<void>(stream));
+}
+
+void register_slab(py::module_& m) {
+  py::class_<SlabCall>(m, "SlabCall", "Buffers and layout of one chunk of the CUDA slab path (slab_update_cuda.h).")
+      .def(py::init<>())
+      .def_readwrite("row0", &SlabCall::row0)
+      .def_readwrite("rows", &SlabCall::rows)
+      .def_readwrite("chunk_rows", &SlabCall::chunk_rows)
+      .def_readwrite("small", &SlabCall::small)
+      .def_readwrite("first_chunk", &SlabCall::first_chunk)
+      .def_readwrite("prevalidated", &SlabCall::prevalidated)
+      .def_readwrite("slab_dtype", &SlabCall::slab_dtype)
+      .def_readwrite("tf32", &SlabCall::tf32)
+      .def_readwrite("slab_x", &SlabCall::slab_x)
+      .def_readwrite("slab_y", &SlabCall::slab_y)
+      .def_readwrite("padded_dim", &SlabCall::padded_dim)
+      .def_readwrite("ld", &SlabCall::ld)
+      .def_readwrite("split_rows", &SlabCall::split_rows)
+      .def_readwrite("splits", &SlabCall::splits)
+      .def_readwrite("corr_x", &SlabCall::corr_x)
+      .def_readwrite("corr_y", &SlabCall::corr_y)
+      .def_readwrite("corr_ld", &SlabCall::corr_ld)
+      .def_readwrite("corr_split", &SlabCall::corr_split)
+      .def_readwrite("corr_sign", &SlabCall::corr_sign)
+      .def_readwrite("max_slots", &SlabCall::max_slots)
+      .def_readwrite("partial", &SlabCall::partial)
+      .def_readwrite("slots", &SlabCall::slots)
+      .def_readwrite("slot_stride", &SlabCall::slot_stride)
+      .def_readwrite("exps", &SlabCall::exps)
+      .def_readwrite("words", &SlabCall::words)
+      .def_readwrite("fold_rows", &SlabCall::fold_rows)
+      .def_readwrite("add_rows", &SlabCall::add_rows)
+      .def_readwrite("scratch", &SlabCall::scratch)
+      .def_readwrite("scratch_size", &SlabCall::scratch_size)
+      .def_readwrite("slab_elems", &SlabCall::slab_elems)
+      .def_readwrite("corr_elems", &SlabCall::corr_elems)
+      .def_readwrite("partial_elems", &SlabCall::partial_elems)
+      .def_readwrite("exps_elems", &SlabCall::exps_elems);
+  m.def("update_slab_chunk_cuda", &update_slab_chunk_cuda,
+        "Enqueues one chunk of the slab path on a CUDA stream (no host sync; the GEMMs follow in Python).");
+  m.def(
+      "slab_scratch_bytes",
+      [](int64_t rows, int64_t dim, int64_t num_classes, int32_t feature_dtype, int32_t nan_policy,
+         int64_t chunk_rows, bool small, int64_t padded_dim) {
+        const UpdateShape shape = make_shape(rows, dim, num_classes, feature_dtype, nan_policy, 0, chunk_rows);
+        py::gil_scoped_release no_gil;
+        return slab_scratch_bytes(shape, chunk_rows, small, padded_dim);
+      },
+      "Device scratch bytes of the slab path for chunks of up to chunk_rows rows (queries the device).");
+  m.def(
+      "fold_slab_partial_cuda",
+      [](uintptr_t scatter, int64_t dim, const SlabCall& call, uintptr_t stream) {
+        py::gil_scoped_release no_gil;
+        fold_slab_partial(as_ptr<double>(scatter), dim, call, as_ptr<void>(stream));
+      },
+      "Folds the slab path's partial Gram into W and mirrors W's lower triangle (at a read).");
+  m.def(
+      "slab_exponent_window",
+      [](int32_t slab_dtype) {
+        int lo = 0, hi = 0;
+        slab_exponent_window(static_cast<DType>(slab_dtype), &lo, &hi);
+        return py::make_tuple(lo, hi);
+      },
+      "(lo, hi): the binary exponents of max |z| 2^-e a slab column keeps its scale for.");
+  m.attr("slab_small_rows") = kSlabSmallRows;
+}
+
 }  // namespace
 
 void register_cuda(py::module_& m) {
+  register_slab(m);
   m.def("update_class_stats_cuda", &update_class_stats_cuda,
         "Enqueues a chunk update on a CUDA stream (no host sync; errors go to the status buffer).");
   m.def(

@@ -37,6 +37,7 @@
 #include "common.cuh"
 #include "provisional_shift.cuh"
 #include "sym_gram_cuda.cuh"
+#include "update_steps.cuh"
 
 namespace ncfast::cuda {
 namespace {
@@ -617,6 +618,84 @@ void update_class_stats(const StatsView& stats, const BatchView& batch, NanPolic
     });
   });
   if (!ok) throw std::invalid_argument("update_class_stats: unsupported feature or label dtype");
+}
+
+// ------------------------------------------------------------------------------ shared steps
+// The same launches as run_update's, for the slab path (update_steps.cuh).
+
+void enqueue_begin_call(long long* status, cudaStream_t stream) {
+  begin_update_kernel<<<1, 32, 0, stream>>>(status);
+  check_launch("begin_update_kernel");
+}
+
+void enqueue_call_checks(const BatchView& batch, int64_t dim, int64_t num_classes, NanPolicy nan_policy,
+                         uint8_t* keep, long long* status, int sm_count, cudaStream_t stream) {
+  const bool raise = nan_policy == NanPolicy::kRaise;
+  bool ok = false;
+  dispatch_device_float(batch.feature_dtype, [&](auto in_tag) {
+    using In = decltype(in_tag);
+    ok = dispatch_label(batch.label_dtype, [&](auto label_tag) {
+      using Label = decltype(label_tag);
+      const In* x = static_cast<const In*>(batch.features);
+      const Label* labels = static_cast<const Label*>(batch.labels);
+      constexpr int V = static_cast<int>(16 / sizeof(In));
+      const bool aligned = dim % V == 0 && batch.row_stride % V == 0 &&
+                           reinterpret_cast<uintptr_t>(x) % (sizeof(In) * V) == 0;
+      const unsigned grid = grid_for(batch.rows * 32, 256, sm_count);
+      if (aligned) {
+        check_rows_kernel<In, Label, V, true><<<grid, 256, 0, stream>>>(x, batch.row_stride, batch.rows, dim,
+                                                                          labels, num_classes, keep, raise, status);
+      } else {
+        check_rows_kernel<In, Label, 1, false><<<grid, 256, 0, stream>>>(x, batch.row_stride, batch.rows, dim,
+                                                                           labels, num_classes, keep, raise, status);
+      }
+      check_launch("check_rows_kernel");
+      commit_update_kernel<Label><<<1, 32, 0, stream>>>(status, labels, raise);
+      check_launch("commit_update_kernel");
+    });
+  });
+  if (!ok) throw std::invalid_argument("enqueue_call_checks: unsupported feature or label dtype");
+}
+
+int slot_key_bits(uint64_t v) { return bit_width(v); }
+
+size_t class_sort_temp_bytes(int64_t rows, int key_bits) {
+  size_t bytes = 0;
+  check(cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<const uint32_t*>(nullptr),
+                                        static_cast<uint32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
+                                        static_cast<int32_t*>(nullptr), static_cast<int>(std::max<int64_t>(rows, 1)),
+                                        0, key_bits),
+        "cub::DeviceRadixSort::SortPairs (size query)");
+  return bytes;
+}
+
+void enqueue_class_sort(const void* labels, DType label_dtype, int64_t rows, int64_t row_offset,
+                        int64_t num_classes, const uint8_t* keep, bool check_labels,
+                        const ClassSortBuffers& b, long long* status, int sm_count, cudaStream_t stream) {
+  const bool ok = dispatch_label(label_dtype, [&](auto label_tag) {
+    using Label = decltype(label_tag);
+    const Label* y = static_cast<const Label*>(labels);
+    const unsigned grid = grid_for(rows, 256, sm_count);
+    check(cudaMemsetAsync(b.present, 0, num_classes * sizeof(int32_t), stream), "cudaMemsetAsync(present)");
+    mark_present_kernel<Label><<<grid, 256, 0, stream>>>(y, rows, row_offset, num_classes, keep, b.present,
+                                                         check_labels, status);
+    check_launch("mark_present_kernel");
+    assign_slots_kernel<<<1, kScanThreads, 0, stream>>>(b.present, num_classes, b.slot_of_class, b.slot_class,
+                                                        b.num_slots, status);
+    check_launch("assign_slots_kernel");
+    make_keys_kernel<Label><<<grid, 256, 0, stream>>>(y, rows, num_classes, keep, b.slot_of_class, b.sentinel,
+                                                      b.keys, b.vals, status);
+    check_launch("make_keys_kernel");
+    size_t sort_bytes = b.sort_bytes;
+    check(cub::DeviceRadixSort::SortPairs(b.sort_temp, sort_bytes, static_cast<const uint32_t*>(b.keys),
+                                          b.sorted_keys, static_cast<const int32_t*>(b.vals), b.perm,
+                                          static_cast<int>(rows), 0, b.key_bits, stream),
+          "cub::DeviceRadixSort::SortPairs");
+    segment_bounds_kernel<<<grid, 256, 0, stream>>>(b.sorted_keys, rows, b.sentinel, b.seg_begin, b.seg_end,
+                                                    status);
+    check_launch("segment_bounds_kernel");
+  });
+  if (!ok) throw std::invalid_argument("enqueue_class_sort: unsupported label dtype");
 }
 
 }  // namespace ncfast::cuda

@@ -5,6 +5,10 @@ state, grown when a larger batch needs more, so a warmed-up update allocates not
 captured in a CUDA graph), work goes on ``torch.cuda.current_stream()``, and bad input is
 reported through a 16-word int64 status buffer on the device instead of a host sync.
 
+Two implementations of the Gram: the hand-written kernels of csrc/cuda/sym_gram_cuda.cu (default)
+and the slab path of :mod:`ncfast.backend.cuda_slab` (cuBLAS through torch), chosen per call by
+``NCFAST_CUDA_GRAM`` ("kernels" or "cublas"); both keep the same statistics and status words.
+
 Status words (csrc/cuda/common.cuh, ``StatusWord``; keep both in step):
 0 code (sticky: 0 ok, 1 label out of range, 2 non-finite row), 1 row, 2 label, 3 index of the
 rejected call, 4 calls seen, 5 rows skipped under nan_policy="skip" by accepted calls.
@@ -19,7 +23,7 @@ from torch import Tensor
 
 from .._dtypes import FLOAT_CODES
 from .._state import StatsState
-from . import kernel_args
+from . import cuda_slab, kernel_args
 from .core import _C
 
 STATUS_WORDS = 16
@@ -74,21 +78,13 @@ def update_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str
     device = features.device
     precision = resolve_precision(precision, features.dtype)
     with torch.cuda.device(device):
-        nbytes = scratch_bytes(state, features, nan_policy, precision, chunk_rows)
-        scratch = _scratch(state, nbytes, device)
         if state.device_status is None:
             state.device_status = torch.zeros(STATUS_WORDS, dtype=torch.int64, device=device)
         stream = torch.cuda.current_stream(device)
-        _C.update_class_stats_cuda(
-            *kernel_args.state_and_batch(state, features, labels),
-            NAN_POLICY_CODES[nan_policy],
-            PRECISION_CODES[precision],
-            chunk_rows,
-            scratch.data_ptr(),
-            scratch.numel(),
-            state.device_status.data_ptr(),
-            stream.cuda_stream,
-        )
+        if cuda_slab.requested_path() == "cublas":
+            cuda_slab.update_(state, features, labels, nan_policy, precision, chunk_rows)
+        else:
+            _update_kernels_(state, features, labels, nan_policy, precision, chunk_rows, stream)
     state._device_cache["stream"] = stream
     state._device_cache["calls"] = state._device_cache.get("calls", 0) + 1
     if torch.cuda.is_current_stream_capturing():
@@ -97,10 +93,28 @@ def update_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str
         state._device_cache["captured"] = True
 
 
+def _update_kernels_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str, precision: str,
+                     chunk_rows: int, stream) -> None:
+    """The kernel path: one call of ncfast._C.update_class_stats_cuda (Gram in sym_gram_cuda.cu)."""
+    nbytes = scratch_bytes(state, features, nan_policy, precision, chunk_rows)
+    scratch = _scratch(state, nbytes, features.device)
+    _C.update_class_stats_cuda(
+        *kernel_args.state_and_batch(state, features, labels),
+        NAN_POLICY_CODES[nan_policy],
+        PRECISION_CODES[precision],
+        chunk_rows,
+        scratch.data_ptr(),
+        scratch.numel(),
+        state.device_status.data_ptr(),
+        stream.cuda_stream,
+    )
+
+
 def pending(state: StatsState) -> bool:
     """Whether CUDA updates were enqueued since the status was last read."""
     cache = state._device_cache
-    return state.device_status is not None and (cache.get("calls", 0) > 0 or cache.get("captured", False))
+    return state.device_status is not None and (cache.get("calls", 0) > 0 or cache.get("captured", False)
+                                                 or cuda_slab.pending(state))
 
 
 def read_status_(state: StatsState) -> Optional[dict]:
@@ -116,6 +130,7 @@ def read_status_(state: StatsState) -> Optional[dict]:
         current = torch.cuda.current_stream(status.device)
         if stream is not None and stream != current:
             current.wait_stream(stream)
+        cuda_slab.fold_(state)  # the slab path's partial Gram into W, after the updates
         words = status.tolist()  # waits for the queued updates
         status.zero_()
     state._device_cache["calls"] = 0

@@ -105,14 +105,37 @@ def check_device_status_(state: StatsState) -> None:
     )
 
 
+def checked_rows(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str):
+    """(rows, labels) the update will fold in, checked on the host as the kernels check them:
+    UpdateError for a label outside [0, K) or, under nan_policy="raise", a NaN/Inf row;
+    under "skip" such rows are left out (the kernels count them)."""
+    check_label_range(labels, state.num_classes, error=UpdateError)
+    finite = torch.isfinite(features).all(dim=1)
+    if bool(finite.all()):
+        return features, labels
+    if nan_policy == "raise":
+        raise UpdateError(_nonfinite_message(int((~finite).nonzero()[0, 0])))
+    return features[finite], labels[finite]
+
+
 def reference_update_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str) -> None:
     """Validates like the kernel (all-or-nothing), then runs the pure-PyTorch update."""
     check_label_range(labels, state.num_classes, error=UpdateError)
-    finite = torch.isfinite(features).all(dim=1)
+    if features.shape[0]:  # max |x| per row, NaN and Inf kept (amax/amin: no (B, D) temporary)
+        peaks = torch.maximum(features.amax(dim=1).abs(), features.amin(dim=1).abs())
+    else:
+        peaks = features.new_zeros(0)
+    finite = torch.isfinite(peaks)
+    skipped = 0
     if not bool(finite.all()):
         if nan_policy == "raise":
             row = int((~finite).nonzero()[0, 0])
             raise UpdateError(_nonfinite_message(row))
-        state.skipped_rows += int((~finite).sum())
-        features, labels = features[finite], labels[finite]
-    reference.update_(state, features, labels)
+        skipped = int((~finite).sum())
+        features, labels, peaks = features[finite], labels[finite], peaks[finite]
+    peak = float(peaks.max()) if peaks.numel() else 0.0
+    try:
+        reference.update_(state, features, labels, peak=peak)  # raises before any change, or not at all
+    except ValueError as err:
+        raise UpdateError(str(err)) from None
+    state.skipped_rows += skipped

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..io import SPEC_HELP
 from ..io.atomic import check_writable
 from ..stats import load_stats, save_stats
+from .output import describe_classes, emit
 from .common import (CommandError, add_checkpoint_options, add_common_options, check_outputs, start_distributed,
                      stats_for)
 
@@ -15,7 +17,7 @@ def cmd_stats(args) -> int:
     if not ranks.is_main:
         return 0
     save_stats(stats, args.output)
-    print(f"wrote {args.output}: {stats.num_samples:,} rows, {stats.num_classes} classes, {stats.dim} dims")
+    emit(f"wrote {args.output}: {stats.num_samples:,} rows, {describe_classes(stats.counts)}, {stats.dim} dims")
     return 0
 
 
@@ -29,14 +31,15 @@ def cmd_merge(args) -> int:
         except ValueError as err:
             raise CommandError(f"{path}: cannot merge with {args.inputs[0]}: {err}") from None
     save_stats(merged, args.output)
-    print(f"wrote {args.output}: {merged.num_samples:,} rows from {len(args.inputs)} files")
+    emit(f"wrote {args.output}: {merged.num_samples:,} rows, {describe_classes(merged.counts)}, {merged.dim} dims, "
+         f"from {len(args.inputs)} files")
     return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("stats", help="write the statistics of a dump (.safetensors or .pt)")
-    p.add_argument("features", help=".npy, folder/glob of .npy shards, or file.safetensors[:name]")
-    p.add_argument("labels", help="labels in the same formats")
+    p.add_argument("features", help=SPEC_HELP)
+    p.add_argument("labels", help="labels in the same formats, or a .txt/.csv of one integer per line")
     p.add_argument("-o", "--output", required=True, help="file to write: .pt (torch.save), otherwise safetensors")
     add_checkpoint_options(p)
     p.add_argument("--distributed", action="store_true", help="under torchrun: rows shared among the ranks")

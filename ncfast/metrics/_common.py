@@ -32,6 +32,25 @@ def mean_resolution(stats, present: Tensor) -> float:
     return rel * float(means.norm()) / k**0.5
 
 
+GLOBAL_MEANS = ("weighted", "unweighted")
+
+
+def centre_of(stats, present: Tensor, global_mean: str = "weighted") -> Tensor:
+    """(D,) the point the NC scores centre on: the count-weighted global mean sum_c n_c mu_c / N
+    (``"weighted"``, Papyan et al.) or the plain mean of the class means of the classes with
+    rows (``"unweighted"``, rhubarbwu/neural-collapse's default)."""
+    if global_mean == "weighted":
+        return stats.global_mean
+    if global_mean == "unweighted":
+        return stats._state.means[present].mean(dim=0)
+    raise ValueError(f"global_mean: expected one of {GLOBAL_MEANS}, got {global_mean!r}")
+
+
+def centred_means(stats, present: Tensor, global_mean: str = "weighted") -> Tensor:
+    """(K', D) mu_c - centre over the classes with rows (see :func:`centre_of`)."""
+    return stats._state.means[present] - centre_of(stats, present, global_mean)
+
+
 def require_all_classes(stats, what: str) -> None:
     empty = (stats._state.counts == 0).nonzero().flatten()
     if empty.numel():

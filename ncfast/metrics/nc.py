@@ -1,17 +1,26 @@
 """Neural-collapse scores from ClassStats (DESIGN.md section 4; Papyan, Han & Donoho 2020,
 "Prevalence of neural collapse during the terminal phase of deep learning training";
-Galanti et al. 2022 for CDNV). All float64, on the device that holds the statistics."""
+Galanti et al. 2022 for CDNV; Kothapalli 2023 for the ETF form of NC3). All float64, on the
+device that holds the statistics.
+
+``global_mean`` ("weighted", the default, Papyan et al.'s count-weighted mu_G; or
+"unweighted", the plain mean of the class means, rhubarbwu/neural-collapse's default) chooses
+where the class means are centred; CDNV does not depend on it (docs/CONVENTIONS.md)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ._common import as_classifier, mean_resolution, present_classes, require_all_classes, row_blocks
+from ._common import (as_classifier, centre_of, centred_means, mean_resolution, present_classes, require_all_classes,
+                      row_blocks)
+from .per_class import PerClass, per_class_report
+
+NC3_VARIANTS = ("papyan", "kothapalli")
 
 
 def default_rank_rtol(k: int, d: int) -> float:
@@ -24,7 +33,7 @@ def default_rank_rtol(k: int, d: int) -> float:
     return math.sqrt(max(k, d) * torch.finfo(torch.float64).eps)
 
 
-def nc1(stats, rtol: Optional[float] = None) -> float:
+def nc1(stats, rtol: Optional[float] = None, *, global_mean: str = "weighted") -> float:
     """NC1 = (1/K) tr(Sigma_W Sigma_B^+), exactly, without a D x D pseudo-inverse.
 
     With the thin SVD M / sqrt(K) = U S V^T of the K x D centred class means,
@@ -33,9 +42,11 @@ def nc1(stats, rtol: Optional[float] = None) -> float:
     unless given and r the rounding floor of the means (64 max(K, D) eps times their RMS
     norm, so that means that differ only in rounding count as coinciding). K counts the classes that have rows. Smaller is more
     collapsed. Raises ValueError when no singular value passes (all means coincide).
+    ``global_mean="unweighted"`` centres Sigma_B on the mean of the class means (as
+    rhubarbwu/neural-collapse's ``covariance_pinv``).
     """
     present = present_classes(stats, "nc1")
-    m = stats.centred_means()
+    m = centred_means(stats, present, global_mean)
     k = m.shape[0]
     rtol = default_rank_rtol(k, stats.dim) if rtol is None else rtol
     _, s, vh = torch.linalg.svd(m / math.sqrt(k), full_matrices=False)
@@ -48,12 +59,14 @@ def nc1(stats, rtol: Optional[float] = None) -> float:
     return float((quad / s[keep] ** 2).sum() / k)
 
 
-def nc1_trace(stats) -> float:
+def nc1_trace(stats, *, global_mean: str = "weighted") -> float:
     """NC1_tr = tr(Sigma_W) / tr(Sigma_B), with Papyan's class-balanced Sigma_B over the
     classes that have rows: tolerant of an ill-conditioned Sigma_B. Raises ValueError when
-    sqrt(tr Sigma_B) is below the rounding floor of the means (see :func:`nc1`)."""
+    sqrt(tr Sigma_B) is below the rounding floor of the means (see :func:`nc1`).
+    (rhubarbwu/neural-collapse's ``covariance_ratio`` with ``global_mean="unweighted"``.)"""
     present = present_classes(stats, "nc1_trace")
-    tr_b = float(torch.trace(stats.sigma_b()))
+    m = centred_means(stats, present, global_mean)
+    tr_b = float((m * m).sum()) / m.shape[0]
     floor = mean_resolution(stats, present)
     if tr_b <= floor**2:
         raise ValueError("nc1_trace: all class means coincide (tr Sigma_B = 0 up to rounding)")
@@ -106,10 +119,17 @@ def nc2(vectors: Tensor) -> NC2:
         sq_dev += float((dev * dev).sum())
     # ||G/||G|| - E||^2 = 2 - 2 <G, E> / ||G||, with <G, E> = (tr G - ||sum_c A_c||^2 / K) / sqrt(K-1)
     # and ||G||_F = ||A^T A||_F, so no K x K matrix is needed.
-    small = a @ a.T if k <= a.shape[1] else a.T @ a
-    g_norm = float(small.norm())
-    inner = (float((norms**2).sum()) - float(a.sum(dim=0).norm() ** 2) / k) / math.sqrt(k - 1)
-    etf = math.sqrt(max(0.0, 2.0 - 2.0 * inner / g_norm))
+    # That form loses half the digits when G is close to E (sqrt of a difference near 0), which
+    # needs rank G = K - 1 <= D: there the K x K Gram is the small one and the difference is
+    # taken directly; for K > D the distance stays far from 0 and the identity is exact enough.
+    if k <= a.shape[1]:
+        gram = a @ a.T
+        etf_matrix = (torch.eye(k, dtype=torch.float64, device=a.device) - 1.0 / k) / math.sqrt(k - 1)
+        etf = float((gram / gram.norm() - etf_matrix).norm())
+    else:
+        g_norm = float((a.T @ a).norm())
+        inner = (float((norms**2).sum()) - float(a.sum(dim=0).norm() ** 2) / k) / math.sqrt(k - 1)
+        etf = math.sqrt(max(0.0, 2.0 - 2.0 * inner / g_norm))
     return NC2(
         equinorm=float(norms.std(unbiased=False) / norms.mean()),
         equiangularity=math.sqrt(sq_dev / pairs),
@@ -118,21 +138,47 @@ def nc2(vectors: Tensor) -> NC2:
     )
 
 
-def nc3(stats, classifier: Tensor) -> float:
-    """NC3 (self-duality) = || W/||W||_F - M/||M||_F ||_F^2, with W the K x D classifier and M
-    the centred class means (every class must have rows)."""
+def nc3(stats, classifier: Tensor, *, variant: str = "papyan", global_mean: str = "weighted") -> float:
+    """NC3, self-duality of the classifier W (K x D) and the centred class means M (every class
+    must have rows):
+
+    ``variant="papyan"`` (default; Papyan, Han & Donoho 2020):
+        || W/||W||_F - M/||M||_F ||_F^2;
+    ``variant="kothapalli"`` (Kothapalli 2023; rhubarbwu/neural-collapse's ``self_duality_error``):
+        || W M^T / ||W M^T||_F - (I - 11^T/K)/sqrt(K-1) ||_F, the distance of the cross Gram from
+        a simplex ETF (computed without a K x K matrix when K > D).
+    """
+    if variant not in NC3_VARIANTS:
+        raise ValueError(f"variant: expected one of {NC3_VARIANTS}, got {variant!r}")
     require_all_classes(stats, "nc3")
     w = as_classifier(classifier, stats, "nc3")
-    m = stats._state.means - stats.global_mean
-    return float(((w / w.norm() - m / m.norm()) ** 2).sum())
+    m = stats._state.means - centre_of(stats, stats._state.counts > 0, global_mean)
+    if variant == "papyan":
+        return float(((w / w.norm() - m / m.norm()) ** 2).sum())
+    k = w.shape[0]
+    if k <= w.shape[1]:  # the K x K difference itself (no cancellation when the error is small)
+        cross = w @ m.T
+        norm = float(cross.norm())
+        if norm == 0.0:
+            raise ValueError("nc3: W M^T is zero; the kothapalli variant is undefined")
+        etf = (torch.eye(k, dtype=torch.float64, device=w.device) - 1.0 / k) / math.sqrt(k - 1)
+        return float((cross / norm - etf).norm())
+    # K > D: ||G/||G|| - E||^2 = 2 - 2 <G, E> / ||G||, with ||W M^T||_F^2 = <W^T W, M^T M> and
+    # <G, E> = (tr G - 1^T G 1 / K) / sqrt(K-1), 1^T W M^T 1 = (sum W) . (sum M): no K x K matrix
+    norm = math.sqrt(max(0.0, float(((w.T @ w) * (m.T @ m)).sum())))
+    inner = (float((w * m).sum()) - float(w.sum(dim=0) @ m.sum(dim=0)) / k) / math.sqrt(k - 1)
+    if norm == 0.0:
+        raise ValueError("nc3: W M^T is zero; the kothapalli variant is undefined")
+    return math.sqrt(max(0.0, 2.0 - 2.0 * inner / norm))
 
 
-def cdnv(stats) -> float:
+def cdnv(stats, *, dist_exp: float = 1.0) -> float:
     """Class-distance normalised variance (Galanti et al. 2022):
-    mean over ordered pairs c != c' of (var_c + var_c') / (2 ||mu_c - mu_c'||^2),
+    mean over ordered pairs c != c' of (var_c + var_c') / (2 ||mu_c - mu_c'||^(2 dist_exp)),
     var_c = tr_c / n_c = E_{i in c} ||x_i - mu_c||^2. Uses only the per-class scatter traces.
-    Pairwise work is blocked (no K x K matrix for large K). Raises ValueError when two means
-    are closer than the rounding floor of the means (see :func:`nc1`)."""
+    ``dist_exp`` is rhubarbwu/neural-collapse's power on the squared distance (1, the default,
+    is Galanti et al.'s CDNV). Pairwise work is blocked (no K x K matrix for large K). Raises
+    ValueError when two means are closer than the rounding floor of the means (see :func:`nc1`)."""
     present = present_classes(stats, "cdnv")
     mu = stats._state.means[present] - stats.global_mean
     var = stats._state.class_scatter[present] / stats._state.counts[present].to(torch.float64)
@@ -146,7 +192,8 @@ def cdnv(stats) -> float:
         dist2[rows, rows + start] = float("inf")  # the diagonal contributes 0
         if bool((dist2 <= floor).any()):
             raise ValueError("cdnv: two classes have identical means; CDNV is undefined")
-        total += float(((var[start:stop, None] + var[None, :]) / (2.0 * dist2)).sum())
+        scale = dist2 if dist_exp == 1.0 else dist2**dist_exp
+        total += float(((var[start:stop, None] + var[None, :]) / (2.0 * scale)).sum())
     return total / (k * (k - 1))
 
 
@@ -162,25 +209,36 @@ class NCReport:
     nc2_means: NC2
     nc2_classifier: Optional[NC2] = None
     nc3: Optional[float] = None
+    per_class: Optional[PerClass] = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """Plain values (JSON-ready: the per-class tensors become lists)."""
+        out = asdict(replace(self, per_class=None))
+        out["per_class"] = self.per_class.as_dict() if self.per_class is not None else None
+        return out
 
 
-def nc_report(stats, classifier: Optional[Tensor] = None, *, rtol: Optional[float] = None) -> NCReport:
+def nc_report(stats, classifier: Optional[Tensor] = None, *, rtol: Optional[float] = None,
+              global_mean: str = "weighted", per_class: bool = False, ncc=None) -> NCReport:
     """NC1, NC1_tr, CDNV and NC2 of the class means; with `classifier` (K x D) also NC2 of its
-    rows and NC3. NC4 needs a second pass over the data: see :class:`ncfast.NCCStats`."""
-    present_classes(stats, "nc_report")
+    rows and NC3. NC4 needs a second pass over the data: see :class:`ncfast.NCCStats`.
+    ``global_mean``: where the means are centred (see the module docstring). ``per_class=True``
+    adds the per-class outputs (:class:`ncfast.metrics.PerClass`: within-class variances, CDNV
+    row means, mean norms, classifier-mean cosines, the interference matrix for moderate K and,
+    given ``ncc`` = an NCCStats after its second pass, the per-class NC4 agreement)."""
+    present = present_classes(stats, "nc_report")
     report = NCReport(
         num_samples=stats.num_samples,
-        num_classes=int((stats._state.counts > 0).sum()),
-        nc1=nc1(stats, rtol),
-        nc1_trace=nc1_trace(stats),
+        num_classes=int(present.sum()),
+        nc1=nc1(stats, rtol, global_mean=global_mean),
+        nc1_trace=nc1_trace(stats, global_mean=global_mean),
         cdnv=cdnv(stats),
-        nc2_means=nc2(stats.centred_means()),
+        nc2_means=nc2(centred_means(stats, present, global_mean)),
     )
     if classifier is not None:
         w = as_classifier(classifier, stats, "nc_report")
         report.nc2_classifier = nc2(w)
-        report.nc3 = nc3(stats, w)
+        report.nc3 = nc3(stats, w, global_mean=global_mean)
+    if per_class:
+        report.per_class = per_class_report(stats, classifier, ncc=ncc, global_mean=global_mean)
     return report

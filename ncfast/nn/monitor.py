@@ -15,6 +15,7 @@ from .._inputs import to_tensor
 from ..stats import ClassStats
 from ._modules import module_device
 from ._pool import Pool, check_pool, pool_kind, pool_rows
+from .history import RECORDED, NCHistory, check_scores, scalars, write_scalars
 from .profile import NCProfile, layer_scores
 
 _STATE_VERSION = 1
@@ -116,6 +117,7 @@ class NCMonitor:
         self._labels: Optional[Tensor] = None
         self._labels_on: Dict[torch.device, Tensor] = {}
         self._counted: set = set()
+        self._history = NCHistory()
         if enabled:
             self.enable()
 
@@ -272,11 +274,54 @@ class NCMonitor:
         """NC1, NC1_tr, CDNV and NC2 (ETF distance, equinorm, equiangularity) per layer."""
         return NCProfile([layer_scores(name, self._stats.get(name)) for name in self._layers], self._stats)
 
-    def reset(self) -> "NCMonitor":
-        """Forgets every batch seen (the hooks stay as they are)."""
+    def reset(self, history: bool = False) -> "NCMonitor":
+        """Forgets every batch seen (the hooks stay as they are); ``history=True`` also clears
+        the recorded reports."""
         self._stats = {}
         self.clear_labels()
+        if history:
+            self._history = NCHistory()
         return self
+
+    # ------------------------------------------------------------------ history and logging
+
+    @property
+    def history(self) -> NCHistory:
+        """Every report made by :meth:`record` / :meth:`log`, one record per layer."""
+        return self._history
+
+    def record(self, step: Optional[int] = None, *, epoch: Optional[int] = None,
+               profile: Optional[NCProfile] = None, extra: Optional[dict] = None) -> NCProfile:
+        """Reports the scores now and appends them to :attr:`history` at `step` (default: the
+        last recorded step + 1, starting at 0). `profile` records a report made elsewhere (e.g.
+        of statistics all-reduced across ranks) instead of this monitor's own; `extra`
+        ({layer: {score: value}}) adds columns."""
+        profile = self.report() if profile is None else profile
+        if step is None:
+            last = self._history.last_step()
+            step = 0 if last is None else last + 1
+        self._history.append(profile, step, epoch, extra)
+        return profile
+
+    def log(self, logger: Any = None, step: Optional[int] = None, *, epoch: Optional[int] = None,
+            scores: Sequence[str] = RECORDED, prefix: str = "nc") -> NCProfile:
+        """Records a report (see :meth:`record`) and writes its scores as scalars
+        ``<prefix>/<layer>/<score>`` to `logger`: a TensorBoard ``SummaryWriter``, a Lightning
+        logger, a callable such as ``wandb.log`` (called ``logger(values, step=step)``), a list
+        of those, or None (history only). Undefined scores are left out."""
+        check_scores(scores)
+        profile = self.record(step, epoch=epoch)
+        values = scalars(profile, scores, prefix)
+        if logger is not None and values:
+            write_scalars(logger, values, self._history.last_step())
+        return profile
+
+    def plot(self, path: str, scores: Sequence[str] = ("nc1", "cdnv", "nc2_etf"), xlabel: str = "step") -> None:
+        """Draws the per-layer curves of `scores` over the recorded steps to the PNG `path`
+        (:func:`ncfast.plots.plot_training`; needs matplotlib)."""
+        from ..plots.training import plot_training
+
+        plot_training(self._history, path, scores=scores, xlabel=xlabel)
 
     # ------------------------------------------------------------------ persistence
 
@@ -290,6 +335,7 @@ class NCMonitor:
             "pool": {n: pool_kind(p) for n, p in self._pool.items()},
             "per_class_diag": self._options["per_class_diag"],
             "stats": {n: s.state_dict() for n, s in self._stats.items()},
+            "history": [dict(r) for r in self._history.records],
         }
 
     def load_state_dict(self, state_dict: dict) -> "NCMonitor":
@@ -313,6 +359,7 @@ class NCMonitor:
             except ValueError as err:
                 raise ValueError(f"state_dict: layer {name!r}: {err}") from err
         self._stats = loaded
+        self._history = NCHistory(state_dict.get("history", []))
         self.clear_labels()
         return self
 

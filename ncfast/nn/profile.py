@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
+from .._format import format_column
 from ..metrics import cdnv, nc1, nc1_trace, nc2
 from ..stats import ClassStats
 
@@ -27,6 +28,7 @@ class LayerNC:
 
 
 _COLUMNS = ("nc1", "nc1_trace", "cdnv", "nc2_etf", "nc2_equinorm", "nc2_equiangularity")
+SCORE_COLUMNS = _COLUMNS  # the score columns of a LayerNC, in table order
 
 
 def layer_scores(layer: str, stats: Optional[ClassStats]) -> LayerNC:
@@ -91,10 +93,11 @@ class NCProfile:
 
     def __str__(self) -> str:
         head = ["layer", "dim", "rows", "K"] + list(_COLUMNS)
+        columns = [format_column([getattr(r, c) for r in self.rows]) for c in _COLUMNS]  # one format a column
         body = []
-        for r in self.rows:
+        for i, r in enumerate(self.rows):
             cells = [r.layer, str(r.dim), str(r.num_samples), str(r.num_classes)]
-            cells += ["n/a" if getattr(r, c) is None else f"{getattr(r, c):.4g}" for c in _COLUMNS]
+            cells += [column[i] for column in columns]
             body.append(cells)
         widths = [max(len(head[i]), *(len(b[i]) for b in body)) if body else len(head[i]) for i in range(len(head))]
         lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]

@@ -4,7 +4,7 @@ tensors/arrays batched here, or an iterable of (inputs, labels) batches."""
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Optional, Tuple
+from typing import Any, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -27,10 +27,23 @@ def read_labels(labels: Any, name: str = "target_labels") -> Optional[Tensor]:
     return y
 
 
+def count_rows(inputs: Any) -> Optional[int]:
+    """Rows a pass over `inputs` will see, for progress: a tensor/array's length, a loader's
+    dataset length; None when it cannot be known up front (a generator)."""
+    if isinstance(inputs, (Tensor, np.ndarray)):
+        return int(inputs.shape[0])
+    dataset = getattr(inputs, "dataset", None)
+    try:
+        return len(dataset) if dataset is not None else None
+    except TypeError:
+        return None
+
+
 def labelled_batches(inputs: Any, labels: Optional[Tensor], batch_size: int,
                      names: Tuple[str, str] = ("target_inputs", "target_labels")) -> Iterable[Tuple[Any, Tensor]]:
     """Yields (inputs, labels) batches: slices of a tensor/array with `labels`, or the items of
-    an iterable of (inputs, labels) pairs (then `labels` must be None)."""
+    an iterable of (inputs, labels) pairs or of dicts holding "labels" (Hugging Face style;
+    the other keys are the inputs); then `labels` must be None."""
     xname, yname = names
     if isinstance(inputs, (Tensor, np.ndarray)):
         x = to_tensor(inputs, xname)
@@ -44,6 +57,9 @@ def labelled_batches(inputs: Any, labels: Optional[Tensor], batch_size: int,
     if labels is not None:
         raise ValueError(f"{yname}: give labels inside the batches when {xname} is a loader of (inputs, labels)")
     for i, batch in enumerate(inputs):
+        if isinstance(batch, Mapping) and "labels" in batch:  # a Hugging Face style batch
+            yield {k: v for k, v in batch.items() if k != "labels"}, to_tensor(batch["labels"], yname)
+            continue
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise ValueError(f"{xname}: batch {i} is not an (inputs, labels) pair")
+            raise ValueError(f"{xname}: batch {i} is neither an (inputs, labels) pair nor a dict with 'labels'")
         yield batch[0], to_tensor(batch[1], yname)

@@ -33,9 +33,11 @@ from torch import Tensor, nn
 
 from ..nn._modules import evaluating, module_device
 from ..nn._pool import Pool, check_pool, pool_rows
+from ..nn.features import as_layer_features, stream_layers
 from ..nn.monitor import NCMonitor, resolve_modules
-from ..nn.profile import NCProfile
-from ._data import labelled_batches, read_labels
+from ..nn.profile import NCProfile, layer_scores
+from .._progress import Progress
+from ._data import count_rows, labelled_batches, read_labels
 
 RULES = ("most_collapsed", "first_stall", "last")
 
@@ -51,30 +53,52 @@ def nc_profile(
     *,
     batch_size: int = 256,
     pool: Pool = "avg",
+    progress: bool = False,
 ) -> NCProfile:
     """Per-layer NC1 / CDNV / NC2 of `model` on labelled data, in ONE forward pass.
 
     `data` is an (inputs, labels) pair of tensors/arrays (batched by `batch_size`) or an
     iterable of (inputs, labels) batches (a DataLoader). Inputs go to the model's device. The
     model runs in eval mode under ``torch.no_grad()``; its training flag is restored. The
-    statistics are in ``profile.stats`` ({layer: ClassStats})."""
+    statistics are in ``profile.stats`` ({layer: ClassStats}). ``progress``: a progress line
+    on stderr (rows through the model).
+
+    Models with a registered feature adapter (Hugging Face transformers, timm; see
+    :mod:`ncfast.nn.features`) are run through it instead of hooks: `layers` are then its
+    layer names or positions (e.g. ``[4, 8, 12]`` hidden states of a BERT), and `data` may
+    yield dict batches holding "labels"."""
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (Tensor, np.ndarray)):
         inputs, labels = data[0], read_labels(data[1], "data")
         if num_classes is None:
             num_classes = int(labels.max()) + 1
     else:
         inputs, labels = data, None
+    adapter = as_layer_features(model)
+    if adapter is not None:
+        names = adapter.resolve(layers)
+        batches = labelled_batches(inputs, labels, batch_size, names=("data", "data"))
+        with Progress(count_rows(inputs), label="nc profile", enabled=progress) as bar:
+            stats = stream_layers(adapter, _counted(batches, bar), names, num_classes)
+        return NCProfile([layer_scores(name, stats.get(name)) for name in names], stats)
     device = module_device(model)
     monitor = NCMonitor(model, layers, num_classes, pool=pool)
     try:
-        with evaluating(model):
+        with evaluating(model), Progress(count_rows(inputs), label="nc profile", enabled=progress) as bar:
             for x, y in labelled_batches(inputs, labels, batch_size, names=("data", "data")):
                 x = torch.as_tensor(x)
                 with monitor.labels(y):
                     model(x if device is None else x.to(device, non_blocking=True))
+                bar.update(int(y.shape[0]))
     finally:
         monitor.remove()
     return monitor.report()
+
+
+def _counted(batches, bar: Progress):
+    """The (inputs, labels) batches, each counted on `bar` once it has been used."""
+    for x, y in batches:
+        yield x, y
+        bar.update(int(y.shape[0]))
 
 
 def choose_layer(profile: NCProfile, *, rule: str = "most_collapsed", tol: float = 0.05, score: str = "nc1") -> str:

@@ -24,11 +24,14 @@ from .. import metrics
 from .._inputs import to_tensor
 from ..pipeline import accumulate
 from ..io import open_array, stream
-from ..metrics.registry import HIGHER_IS_BETTER, SCORE_FUNCTIONS, SCORES, score_stats
+from ..metrics.registry import HIGHER_IS_BETTER, SCORE_FUNCTIONS, SCORES, score_stats, stats_options
 from ..nn._modules import evaluating, module_device
 from ..nn._pool import Pool, check_pool, pool_rows
+from ..nn.features import as_layer_features, stream_layers
 from ..stats import ClassStats
-from ._data import labelled_batches, read_labels
+from .._format import format_column
+from .._progress import Progress
+from ._data import count_rows, labelled_batches, read_labels
 
 Extractor = Union[nn.Module, Callable[[Tensor], Tensor], Tensor, np.ndarray, str, os.PathLike]
 
@@ -153,6 +156,19 @@ class ModelRanking:
             out[score] = CORRELATIONS[method](s, [p[1] for p in pairs])
         return out
 
+    def plot(self, path: str, truth: Optional[Mapping[str, float]] = None, title: str = "") -> None:
+        """Writes a PNG of the ranking (``pip install 'ncfast[plot]'``): a models x scores grid of
+        ranks and values, best framed; with `truth` ({model: measured accuracy}), one
+        score-vs-accuracy panel per score, titled with its Kendall and weighted tau
+        (:meth:`correlation`). See :func:`ncfast.plots.plot_ranking`."""
+        from ..plots import plot_ranking
+
+        correlation = None
+        if truth is not None:
+            correlation = {method: self.correlation(truth, method) for method in CORRELATIONS}
+        plot_ranking(self.scores, path, higher_is_better=self.higher_is_better, truth=truth,
+                     correlation=correlation, title=title)
+
     def to_dict(self) -> dict:
         return {
             "scores": self.scores,
@@ -168,12 +184,13 @@ class ModelRanking:
         names = self.score_names
         ranks = {s: {m: i + 1 for i, m in enumerate(self.ranking(s))} for s in names}
         head = ["model", "dim"] + [f"{s} {'^' if self.higher_is_better[s] else 'v'}" for s in names]
+        shown = {s: dict(zip(self.scores, format_column([v[s] for v in self.scores.values()]))) for s in names}
         body = []
         for m, vals in self.scores.items():
             cells = [m, str(self.dims.get(m, ""))]
             for s in names:
                 v = vals[s]
-                cells.append("n/a" if v is None or not math.isfinite(v) else f"{v:.4g} ({ranks[s][m]})")
+                cells.append("n/a" if v is None or not math.isfinite(v) else f"{shown[s][m]} ({ranks[s][m]})")
             body.append(cells)
         widths = [max(len(head[i]), *(len(b[i]) for b in body)) for i in range(len(head))]
         fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
@@ -206,7 +223,9 @@ def rank_models(
     ----------
     models : {name: extractor}
         An extractor is an ``nn.Module`` or callable mapping a batch of target inputs to features
-        (B, D) or feature maps (B, C, *spatial) (pooled by `pool`); or precomputed features of the
+        (B, D) or feature maps (B, C, *spatial) (pooled by `pool`); a model with a registered
+        feature adapter (a Hugging Face transformer, a timm model, or any
+        :class:`ncfast.nn.features.LayerFeatures`), scored on its output layer; or precomputed features of the
         target set: a (N, D) tensor/array, or a dump path (.npy, folder of shards, .safetensors).
         Modules run in eval mode under ``torch.no_grad()`` on their own device (inputs are moved
         there); their training flag is restored afterwards.
@@ -231,6 +250,10 @@ def rank_models(
         (N, K_s) float32 probabilities are kept for LEEP's second pass. Models left out get
         None for LEEP and NCE, with a note.
 
+    progress : bool
+        A progress line per model on stderr (rows through the extractor, or through the pass
+        over its dump; see :class:`ncfast._progress.Progress`).
+
     Every ClassStats keeps per-class diagonals (for GBC). Returns a :class:`ModelRanking`.
     """
     if not isinstance(models, Mapping) or not models:
@@ -254,7 +277,7 @@ def rank_models(
     labels = read_labels(target_labels)
     if num_classes is None and labels is not None:
         num_classes = int(labels.max()) + 1 if labels.numel() else None
-    callables = [n for n, e in models.items() if _is_callable(e)]
+    callables = [n for n, e in models.items() if _is_callable(e) or as_layer_features(e) is not None]
     if callables and target_inputs is None:
         raise ValueError(f"target_inputs: needed to run models {callables}")
     if len(callables) > 1 and iter(target_inputs) is target_inputs:
@@ -262,15 +285,19 @@ def rank_models(
     higher = {n: HIGHER_IS_BETTER.get(n, True) for n in names}  # LEEP and NCE: higher is better
     result = ModelRanking(scores={}, higher_is_better=higher)
     wants_source = [n for n in names if n in SOURCE_SCORES]
+    options = {**stats_options(names), "per_class_diag": True}  # what the named scores need
     for name, extractor in models.items():
         start = time.perf_counter()
         head = source_heads.get(name) if wants_source else None
         predictions = _SourcePredictions(name, head) if head is not None else None
-        if _is_callable(extractor):
+        adapter = as_layer_features(extractor)
+        if adapter is not None:
+            stats = _stats_from_adapter(name, adapter, target_inputs, labels, num_classes, batch_size, predictions)
+        elif _is_callable(extractor):
             stats = _stats_from_callable(name, extractor, target_inputs, labels, num_classes, batch_size, pool,
-                                         predictions)
+                                         predictions, options, progress)
         else:
-            stats = _stats_from_features(name, extractor, labels, num_classes, progress, predictions)
+            stats = _stats_from_features(name, extractor, labels, num_classes, progress, predictions, options)
         values, notes = score_stats(stats, [n for n in names if n not in SOURCE_SCORES])
         if wants_source:
             if predictions is None:
@@ -293,10 +320,11 @@ def _is_callable(extractor: Any) -> bool:
 
 
 def _stats_from_callable(name, extractor, inputs, labels, num_classes, batch_size, pool,
-                         predictions: Optional["_SourcePredictions"] = None) -> ClassStats:
+                         predictions: Optional["_SourcePredictions"] = None,
+                         options: Optional[dict] = None, progress: bool = False) -> ClassStats:
     device = module_device(extractor) if isinstance(extractor, nn.Module) else None
     stats = None
-    with evaluating(extractor):
+    with evaluating(extractor), Progress(count_rows(inputs), label=name, enabled=progress) as bar:
         for x, y in labelled_batches(inputs, labels, batch_size):
             x = to_tensor(x, "target_inputs")
             if device is not None:
@@ -306,20 +334,36 @@ def _stats_from_callable(name, extractor, inputs, labels, num_classes, batch_siz
                 raise TypeError(f"models[{name!r}]: returned a {type(out).__name__}, expected a tensor of features")
             rows = pool_rows(out, pool, f"models[{name!r}]")
             if stats is None:
-                stats = ClassStats(num_classes, rows.shape[1], device=rows.device, per_class_diag=True)
+                options = options or {"per_class_diag": True}
+                stats = ClassStats(num_classes, rows.shape[1], device=rows.device, **options)
             try:
                 stats.update(rows, y.to(rows.device))
             except (ValueError, TypeError) as err:
                 raise type(err)(f"models[{name!r}]: {err}") from err
             if predictions is not None:
                 predictions.add_features(rows, y)
+            bar.update(int(y.shape[0]))
     if stats is None:
         raise ValueError("target_inputs: no batch was read")
     return stats
 
 
+def _stats_from_adapter(name, adapter, inputs, labels, num_classes, batch_size,
+                        predictions: Optional["_SourcePredictions"] = None) -> ClassStats:
+    """A model with a feature adapter (Hugging Face, timm, ...): its output layer's rows."""
+    layer = adapter.output_layer
+    on_rows = (lambda _, rows, y: predictions.add_features(rows, y)) if predictions is not None else None
+    try:
+        stats = stream_layers(adapter, labelled_batches(inputs, labels, batch_size), [layer], num_classes,
+                              on_rows=on_rows, per_class_diag=True)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"models[{name!r}]: {err}") from err
+    return stats[layer]
+
+
 def _stats_from_features(name, features, labels, num_classes, progress,
-                         predictions: Optional["_SourcePredictions"] = None) -> ClassStats:
+                         predictions: Optional["_SourcePredictions"] = None,
+                         options: Optional[dict] = None) -> ClassStats:
     if labels is None:
         raise ValueError(f"target_labels: needed with the precomputed features of model {name!r}")
     feats = open_array(features, f"models[{name!r}]")
@@ -328,12 +372,14 @@ def _stats_from_features(name, features, labels, num_classes, progress,
     if feats.rows != labels.shape[0]:
         raise ValueError(f"models[{name!r}]: {feats.rows} feature rows for {labels.shape[0]} target labels")
     label_source = open_array(labels, "target_labels")
-    stats = accumulate(feats, label_source, num_classes=num_classes, per_class_diag=True,
-                       progress=progress, label=name)
+    stats = accumulate(feats, label_source, num_classes=num_classes, progress=progress, label=name,
+                       **(options or {"per_class_diag": True}))
     if predictions is not None and predictions.needs_features:
         # the head needs the features again: a second read of the dump, in chunks
-        for _, x, y in stream(feats, label_source, chunk_rows=1 << 14):
-            predictions.add_features(x, y)
+        with Progress(feats.rows, label=f"{name} source head", enabled=progress) as bar:
+            for _, x, y in stream(feats, label_source, chunk_rows=1 << 14):
+                predictions.add_features(x, y)
+                bar.update(x.shape[0])
     elif predictions is not None:
         predictions.load_probabilities(labels)
     return stats

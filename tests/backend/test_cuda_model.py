@@ -1,12 +1,15 @@
 """CPU-side checks of the CUDA path that need no GPU.
 
-1. An executable model of the CUDA chunk update (csrc/cuda/class_stats_cuda.cu), step for step
-   in NumPy: slots in class order, rows sorted by slot, float64 moments about the provisional
-   shift, the class update with the rounded shift, the two correction matrices, and the Gram of
-   the rows centred in float32. It checks the maths the kernels implement against the
+1. An executable model of the CUDA chunk update of the kernel path (csrc/cuda/class_stats_cuda.cu),
+   step for step in NumPy: slots in class order, rows sorted by slot, float64 moments about the
+   provisional shift, the class update with the rounded shift, the two correction matrices, and
+   the Gram of the rows centred in float32. It checks the maths the kernels implement against the
    independent float64 reference; the kernels themselves are tested in test_cuda.py.
-2. The launch-geometry helpers the kernels and their host code share (tiling.h).
-3. The build: CUDA sources compiled whenever nvcc was there, and the package usable without a GPU.
+2. The same for the slab path (NCFAST_CUDA_GRAM=cublas; model in slab_model.py): the exact shift,
+   the slab entries and their column exponents, the split correction rows, the folds; on
+   offset-1e3 data and on float32 magnitudes from 1e-40 to 3e38.
+3. The launch-geometry helpers the kernels and their host code share (tiling.h).
+4. The build: CUDA sources compiled whenever nvcc was there, and the package usable without a GPU.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import torch
 
 import ncfast
 from ncfast import _C
-from ncfast.backend import cuda as _cuda, dispatch as _dispatch
+from ncfast.backend import cuda as _cuda, cuda_slab, dispatch as _dispatch, gram_gemm, gram_plan, kernel_args
+from ncfast._state import empty_state
 from reference_stats import numpy_stats, offset_data, rel_err
+from slab_model import CORR_SPLIT, WINDOWS, SlabModel, correction_rows, next_exponent, to_slab
 
 
 def _round(values: np.ndarray, operand: str) -> np.ndarray:
@@ -146,6 +151,175 @@ def test_model_merges_new_and_seen_classes_in_one_chunk():
     assert rel_err(model.means, ref.means) < 1e-12
 
 
+# ------------------------------------------------------------------------------ the slab path
+
+# (mode, input dtype, W tolerance): the CUDA tests allow 1e-6 for "exact", 1e-3 for float16 and
+# TF32, 1e-2 for bfloat16; the model must sit well inside.
+SLAB_CASES = [
+    ("f64", torch.float32, 1e-12),  # precision="exact" on A100/H100/H200: float64 slab, DGEMM
+    ("f32", torch.float32, 8e-7),  # precision="exact" elsewhere: float32 FMA, folded every 1024 rows
+    ("tf32", torch.float32, 3e-4),
+    ("bf16", torch.bfloat16, 2e-3),
+    ("f16", torch.float16, 2e-4),
+    ("f64", torch.float64, 1e-12),
+]
+
+
+def rounded(x: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """The float64 values of x rounded to the input dtype: what the GPU sees."""
+    return torch.from_numpy(np.ascontiguousarray(x)).to(dtype).double().numpy()
+
+
+def slab_run(mode, x, y, k, chunk_rows, **kw):
+    fold = 1 << 10 if mode == "f32" else 1 << 16
+    return SlabModel(k, x.shape[1], mode, fold_rows=kw.pop("fold_rows", fold), **kw).update(x, y, chunk_rows)
+
+
+@pytest.mark.parametrize("mode, dtype, tol", SLAB_CASES)
+@pytest.mark.parametrize("chunk_rows", [97, 1000, 5000])
+def test_slab_model_matches_float64_reference(mode, dtype, tol, chunk_rows):
+    x, y = offset_data(5000, 48, 7, seed=110)
+    xr = rounded(x, dtype)
+    model = slab_run(mode, xr, y, 7, chunk_rows)
+    ref = numpy_stats(xr, y, 7)
+    assert np.array_equal(model.counts, ref.counts)
+    assert rel_err(model.means, ref.means) < 1e-12
+    assert rel_err(model.scatter, ref.scatter) < tol
+    assert rel_err(model.class_scatter, ref.class_scatter) < 1e-9  # float64 moments, not the Gram
+    assert rel_err(model.class_diag, ref.class_diag) < 1e-9
+
+
+@pytest.mark.parametrize("mode, dtype, tol", SLAB_CASES[:5])
+def test_slab_model_merges_new_and_seen_classes_in_one_chunk(mode, dtype, tol):
+    x, y = offset_data(3000, 16, 5, seed=111)
+    y[:1000] = np.where(y[:1000] == 4, 3, y[:1000])  # class 4 first appears in the second chunk
+    xr = rounded(x, dtype)
+    model = slab_run(mode, xr, y, 5, 1000)
+    ref = numpy_stats(xr, y, 5)
+    assert rel_err(model.scatter, ref.scatter) < tol
+    assert rel_err(model.means, ref.means) < 1e-12
+
+
+def test_slab_model_folds_when_a_slot_would_pass_its_limit():
+    x, y = offset_data(6000, 24, 6, seed=112)
+    xr = rounded(x, torch.bfloat16)
+    often = slab_run("bf16", xr, y, 6, 250, fold_rows=1000)
+    once = slab_run("bf16", xr, y, 6, 250)
+    assert often.folds >= 6000 // 1000 - 1 and once.folds == 0
+    ref = numpy_stats(xr, y, 6).scatter
+    assert rel_err(often.scatter, ref) < 2e-3 and rel_err(once.scatter, ref) < 2e-3
+
+
+def test_correction_rows_keep_twice_the_slab_precision():
+    rng = np.random.default_rng(113)
+    a = 1e3 * rng.standard_normal((6, 40))
+    exact = a.T @ a
+    for mode, bound in (("bf16", 2.0 ** -15), ("f16", 2.0 ** -21), ("tf32", 2.0 ** -21)):
+        cx, cy = correction_rows(a, mode)
+        assert cx.shape[0] == CORR_SPLIT[mode] * 6
+        assert rel_err(cx.T @ cy, exact) < bound
+        single = to_slab(a, mode)
+        assert rel_err(single.T @ single, exact) > 8 * bound  # what one rounded row would cost
+    cx, cy = correction_rows(a, "f64")
+    assert cx is cy and np.array_equal(cx, a)
+
+
+def extreme(kind: str, rng, rows: int = 3000, dim: int = 24) -> np.ndarray:
+    """Finite, non-constant float32 rows of extreme magnitude."""
+    noise = rng.standard_normal((rows, dim))
+    return {
+        "offset 1e18": 1e18 * (3.0 + noise),
+        "spread 1e19": 1e19 * noise,
+        "near float32 max": 3e38 * np.clip(noise / 4, -1, 1),
+        "1e-22": 1e-22 * (5.0 + noise),
+        "1e-30": 1e-30 * noise,
+        "float32 subnormals": 1e-41 * (5.0 + noise),
+    }[kind]
+
+
+EXTREMES = ["offset 1e18", "spread 1e19", "near float32 max", "1e-22", "1e-30", "float32 subnormals"]
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("mode, tol", [("tf32", 3e-4), ("f32", 8e-7), ("f64", 1e-12)])
+def test_slab_model_keeps_extreme_float32_magnitudes(kind, mode, tol):
+    """Finite rows of any float32 magnitude give a finite, non-zero, accurate W: the columns'
+    power-of-two scale keeps the float32 GEMM inside its range (DESIGN.md section 3; docs/CUDA.md)."""
+    rng = np.random.default_rng(114)
+    xr = rounded(extreme(kind, rng), torch.float32)
+    assert np.isfinite(xr).all()
+    y = rng.integers(0, 5, len(xr))
+    model = slab_run(mode, xr, y, 5, 1000)
+    ref = numpy_stats(xr, y, 5)
+    w = model.scatter
+    assert np.isfinite(w).all() and (np.diag(w) > 0).all()
+    assert rel_err(w, ref.scatter) < tol
+    assert rel_err(model.class_scatter, ref.class_scatter) < 1e-9
+    if mode != "f64":
+        assert model.rescales >= 1  # the first chunk left the default window
+
+
+@pytest.mark.parametrize("kind, dtype, mode, tol", [
+    ("1e30", torch.bfloat16, "bf16", 2e-3),
+    ("1e-30", torch.bfloat16, "bf16", 2e-3),
+    ("full float16 range", torch.float16, "f16", 2e-4),  # |x - p| up to 131008 > 65504
+    ("float16 subnormals", torch.float16, "f16", 2e-4),
+])
+def test_slab_model_keeps_extreme_16_bit_magnitudes(kind, dtype, mode, tol):
+    rng = np.random.default_rng(115)
+    noise = rng.standard_normal((3000, 16))
+    x = {"1e30": 1e30 * (2.0 + noise), "1e-30": 1e-30 * noise,
+         "full float16 range": 60000.0 * np.clip(noise / 3, -1, 1),
+         "float16 subnormals": 1e-6 * (3.0 + noise)}[kind]
+    xr = rounded(x, dtype)
+    y = rng.integers(0, 4, 3000)
+    model = slab_run(mode, xr, y, 4, 1000)
+    w = model.scatter
+    assert np.isfinite(w).all() and (np.diag(w) > 0).all()
+    assert rel_err(w, numpy_stats(xr, y, 4).scatter) < tol
+
+
+@pytest.mark.parametrize("kind", ["spread 1e19", "near float32 max", "1e-30", "float32 subnormals"])
+def test_without_the_column_scale_the_float32_gram_overflows_or_underflows(kind):
+    """The same data with the exponents frozen at 0: what the scale prevents."""
+    rng = np.random.default_rng(114)
+    xr = rounded(extreme(kind, rng), torch.float32)
+    y = rng.integers(0, 5, len(xr))
+    with np.errstate(all="ignore"):
+        w = slab_run("tf32", xr, y, 5, 1000, rescale=False).scatter
+    ref = numpy_stats(xr, y, 5).scatter
+    assert not np.isfinite(w).all() or rel_err(w, ref) > 0.1
+
+
+def test_slab_model_rescales_mid_stream_with_rows_in_the_partial():
+    rng = np.random.default_rng(116)
+    parts = [1.0 + rng.standard_normal((1500, 12)), 1e20 * (1.0 + rng.standard_normal((1500, 12))),
+             1e-20 * rng.standard_normal((1500, 12))]
+    xr = rounded(np.concatenate(parts), torch.float32)
+    y = rng.integers(0, 3, len(xr))
+    y[3000:] += 3  # the tiny rows are new classes, centred on their own rows
+    model = slab_run("tf32", xr, y, 6, 1500)
+    assert model.rescales == 2 and model.folds == 2  # each with rows of the earlier scale in the partial
+    ref = numpy_stats(xr, y, 6)
+    assert rel_err(model.scatter, ref.scatter) < 3e-4
+    assert rel_err(model.means, ref.means) < 1e-12
+
+
+def test_exponent_window():
+    e = np.array([0, 0, 0, 5, -7])
+    zmax = np.array([0.0, 2.0 ** 40, 2.0 ** 41, 2.0 ** 45, 3.0])
+    assert next_exponent(zmax, e, (-40, 40)).tolist() == [0, 0, 41, 5, -7]
+    assert next_exponent(np.array([2.0 ** -41]), np.array([0]), (-40, 40)).tolist() == [-41]
+
+
+@pytest.mark.skipif(not hasattr(_C, "slab_exponent_window"), reason="built without nvcc")
+def test_model_windows_are_the_kernels_windows():
+    codes = {"bf16": 3, "f16": 2, "tf32": 0, "f32": 0, "f64": 1}
+    for mode, code in codes.items():
+        assert tuple(_C.slab_exponent_window(code)) == WINDOWS[mode], mode
+    assert _C.slab_small_rows == 4096
+
+
 # ------------------------------------------------------------------------------ launch geometry
 
 needs_cuda_build = pytest.mark.skipif(not _cuda.available(), reason="built without nvcc")
@@ -187,6 +361,55 @@ def test_cuda_sources_are_compiled_when_nvcc_exists():
     assert info["cuda_runtime_version"] >= 12000
     for name in ("update_class_stats_cuda", "cuda_scratch_bytes", "cuda_device_count"):
         assert hasattr(_C, name), name
+
+
+@needs_cuda_build
+@pytest.mark.parametrize("mode, dtype", [("bf16", torch.bfloat16), ("f16", torch.float16), ("tf32", torch.float32),
+                                         ("f64", torch.float32), ("f32", torch.float32), ("f64", torch.float64)])
+@pytest.mark.parametrize("rows, dim, k", [(256, 40, 1000), (1, 7, 3), (300, 130, 5)])
+def test_driver_builds_slab_calls_the_kernels_accept(mode, dtype, rows, dim, k):
+    """The SlabCall cuda_slab builds for a small step passes the C++ layout checks (which run
+    before anything touches a device): without a GPU the call fails at the device, not there;
+    corrupted, it fails there."""
+    if torch.cuda.is_available() or _C.cuda_device_count() > 0:
+        pytest.skip("a GPU is present: the kernels would run on host pointers")
+    cpu = torch.device("cpu")
+    state = empty_state(k, dim, cpu, per_class_diag=True)
+    state.device_status = torch.zeros(16, dtype=torch.int64)
+    x = torch.randn(rows, dim).to(dtype)
+    y = torch.randint(0, k, (rows,))
+    gram = cuda_slab._new_gram(gram_plan.make_layout(dim, mode), cpu)
+    plan = gram_plan.plan_update(rows, k, gram.layout)
+    if not plan.small:
+        pytest.skip("a float32 'exact' step of this size takes the chunked layout (needs the device to size)")
+    nbytes = _C.slab_scratch_bytes(rows, dim, k, 0, 0, plan.chunk_rows, True, gram.layout.padded_dim)
+    base = torch.empty(nbytes + 256, dtype=torch.uint8)  # CUDA's allocator aligns to 512 bytes, the CPU's less
+    scratch = base[(-base.data_ptr()) % 256 :][:nbytes]
+    slab_dtype = gram_gemm.SLAB_DTYPES[mode]
+    slab_x = cuda_slab._buffer(state, "slab_x", plan.slab_elems, slab_dtype, cpu)
+    slab_y = cuda_slab._buffer(state, "slab_y", plan.slab_elems, slab_dtype, cpu)
+    corr = cuda_slab._buffer(state, "slab_corr_x", plan.corr_elems, slab_dtype, cpu)
+    call = cuda_slab._chunk_call(state, plan, gram, scratch, slab_x, slab_y, corr, corr)
+    call.row0, call.rows, call.first_chunk = 0, rows, True
+    call.split_rows, call.add_rows = plan.split_rows(rows), plan.add_rows(rows)
+    args = kernel_args.state_and_batch(state, x, y)
+
+    def enqueue():
+        _C.update_slab_chunk_cuda(*args, 0, call, state.device_status.data_ptr(), 0)
+
+    with pytest.raises(RuntimeError, match="ncfast CUDA"):  # the layout passed; no device to run on
+        enqueue()
+    for field, bad, message in [("max_slots", plan.max_slots + 1, "max_slots"),
+                                ("ld", plan.ld + 8, "ld must be"),
+                                ("slab_elems", plan.split_rows(rows) * plan.ld - 1, "slab smaller"),
+                                ("corr_split", 2, "corr_split"),
+                                ("split_rows", 0, "split_rows"),
+                                ("scratch_size", 16, "scratch holds")]:
+        good = getattr(call, field)
+        setattr(call, field, bad)
+        with pytest.raises(ValueError, match=message):
+            enqueue()
+        setattr(call, field, good)
 
 
 @needs_cuda_build

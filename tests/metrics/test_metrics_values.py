@@ -80,7 +80,7 @@ def test_nc4_and_ncc_accuracy(dataset):
 def test_logme_exact_from_statistics(dataset):
     x, y = dataset
     s = stats_of(x, y)
-    close(metrics.logme(s), ref.logme(x, y), 1e-8)
+    close(metrics.logme(s), ref.logme(x, y), 1e-10)
 
 
 def test_h_scores(dataset):
@@ -89,13 +89,14 @@ def test_h_scores(dataset):
     close(metrics.h_score(s), ref.h_score(x, y), 1e-7)
     want, alpha = ref.h_score_shrinkage(x, y)
     close(metrics.oas_shrinkage(s.sigma_t(), s.num_samples), alpha, 1e-10)
-    close(metrics.h_score_shrinkage(s), want, 1e-8)
+    close(metrics.h_score_shrinkage(s, "oas"), want, 1e-8)
 
 
 def test_gbc(dataset):
     x, y = dataset
     s = stats_of(x, y)
-    close(metrics.gbc(s), ref.gbc(x, y), 1e-8)
+    close(metrics.gbc(s), ref.gbc_google(x, y), 1e-10)
+    close(metrics.gbc(s, floor="relative", var_floor=1e-12), ref.gbc(x, y), 1e-8)
 
 
 def test_face(dataset):
@@ -117,7 +118,7 @@ def test_face_blocked_matches_unblocked(monkeypatch):
     monkeypatch.setattr(_common, "PAIR_BLOCK_ENTRIES", 100)
     blocked = metrics.face(s)
     close(blocked.class_fairness, whole.class_fairness, 1e-12)
-    close(metrics.gbc(s), ref.gbc(x, y), 1e-8)  # gbc blocked too
+    close(metrics.gbc(s), ref.gbc_google(x, y), 1e-8)  # gbc blocked too
 
 
 def test_spectrum():
@@ -155,7 +156,7 @@ def test_gbc_on_pca_features_by_a_second_pass():
         second.update((rows - origin) @ basis, torch.from_numpy(y[start : start + 500]))
     _, vecs = np.linalg.eigh(np.cov(x, rowvar=False, bias=True))
     projected = (x - x.mean(axis=0)) @ vecs[:, ::-1][:, :12]  # eigenvector signs do not change GBC
-    close(metrics.gbc(second), ref.gbc(projected, y), 1e-8)
+    close(metrics.gbc(second), ref.gbc_google(projected, y), 1e-8)
     with pytest.raises(ValueError, match="components"):
         metrics.pca_basis(first, 65)
 
@@ -206,9 +207,13 @@ def test_joint_stats_name_bad_labels():
 
 def test_transferability_dict():
     x, y = clustered(seed=7)
-    out = ncfast.transferability(stats_of(x, y))
-    assert set(out) == {"logme", "h_score", "h_score_shrinkage", "nc1", "face_c", "face_f", "face", "gbc"}
-    close(out["logme"], ref.logme(x, y), 1e-8)
+    out = ncfast.transferability(stats_of(x, y, per_class_gram=True))
+    assert set(out) == {"logme", "h_score", "h_score_shrinkage", "nc1", "face_c", "face_f", "face", "gbc", "transrate"}
+    close(out["logme"], ref.logme(x, y), 1e-10)
+    close(out["h_score_shrinkage"], ref.regularized_h_score(x, y), 1e-10)
+    close(out["transrate"], ref.transrate(x, y), 1e-10)
+    plain = ncfast.transferability(ncfast.ClassStats(6, x.shape[1]).update(x, y))
+    assert set(plain) == {"logme", "h_score", "nc1", "face_c", "face_f", "face"}
     assert all(np.isfinite(v) for v in out.values())
 
 

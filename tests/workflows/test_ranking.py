@@ -33,7 +33,7 @@ def noisy_features(y, noise, dim=8, seed=1):
 
 
 def direct_scores(features, labels):
-    stats = ncfast.ClassStats(K, features.shape[1], per_class_diag=True).update(features, labels)
+    stats = ncfast.ClassStats(K, features.shape[1], per_class_diag=True, fourth_moments=True).update(features, labels)
     return score_stats(stats)[0]
 
 
@@ -165,13 +165,22 @@ def test_ranking_follows_noise_level_and_correlates_with_truth():
 
 def test_undefined_scores_are_none_with_a_reason():
     _, y = target(40)
-    wide = noisy_features(y, 1.0, dim=60)  # N = 40 <= D = 60: LogME undefined
-    ranking = rank_models({"wide": wide, "narrow": noisy_features(y, 1.0)}, target_labels=y)
-    assert ranking.scores["wide"]["logme"] is None
-    assert "N=40, D=60" in ranking.notes["wide"]["logme"]
-    assert ranking.ranking("logme") == ["narrow"]
-    assert ranking.correlation({"wide": 1.0, "narrow": 0.0})["logme"] is None
-    assert "wide logme" in str(ranking)
+    flat = torch.ones(40, 8, dtype=torch.float64)  # every class has the same mean: NC1 is undefined
+    ranking = rank_models({"flat": flat, "good": noisy_features(y, 1.0)}, target_labels=y)
+    assert ranking.scores["flat"]["nc1"] is None
+    assert "all class means coincide" in ranking.notes["flat"]["nc1"]
+    assert ranking.ranking("nc1") == ["good"]
+    assert ranking.correlation({"flat": 1.0, "good": 0.0})["nc1"] is None
+    assert "flat nc1" in str(ranking)
+
+
+def test_logme_is_defined_with_fewer_rows_than_dimensions():
+    import reference_scores as ref
+
+    _, y = target(40)
+    wide = noisy_features(y, 1.0, dim=60)  # N = 40 <= D = 60: the exact evidence over all 60 eigenvalues
+    ranking = rank_models({"wide": wide}, target_labels=y, scores=["logme"])
+    assert ranking.scores["wide"]["logme"] == pytest.approx(ref.logme_thuml(wide.numpy(), y.numpy())[0], rel=1e-10)
 
 
 def test_table_and_dict():
