@@ -10,6 +10,7 @@ from typing import Any, Optional, Tuple, Union
 
 import torch
 
+from ._inputs import IGNORE_INDEX, check_ignore_index
 from ._progress import Progress
 from ._statecheck import whole_number
 from .io import ArraySource, check_pair, default_chunk_rows, open_array, stream
@@ -36,6 +37,7 @@ def accumulate(
     max_classes: int = DEFAULT_MAX_CLASSES,
     fourth_moments: bool = False,
     per_class_gram: bool = False,
+    ignore_index: Optional[int] = IGNORE_INDEX,
 ) -> ClassStats:
     """Streams (features, labels) through ClassStats in one pass.
 
@@ -50,7 +52,8 @@ def accumulate(
     `row_range` = (first, stop) restricts the pass to those rows (one rank's share).
     `nan_policy`: "raise" (a row with NaN/Inf stops the pass) or "skip" (such rows are dropped
     and counted in ``stats.skipped_rows``). `per_class_diag`, `fourth_moments`, `per_class_gram`:
-    the optional statistics of :class:`ClassStats`.
+    the optional statistics of :class:`ClassStats`. Rows labelled `ignore_index` (default -100,
+    PyTorch's padding label; None: none) are left out and counted in ``stats.skipped_rows``.
 
     Before the pass the labels are read once (they are small next to the features) and a label
     outside [0, num_classes), or with ``num_classes=None`` at or beyond `max_classes`, raises
@@ -69,7 +72,9 @@ def accumulate(
     if chunk_rows is not None:
         chunk_rows = whole_number(chunk_rows, "chunk_rows", low=1)
     chunk_rows = chunk_rows or default_chunk_rows(dim, features.dtype)
-    _check_labels(labels, first_row, stop_row, num_classes, max_classes, min(chunk_rows, _LABEL_SCAN_ROWS))
+    ignore_index = check_ignore_index(ignore_index)
+    _check_labels(labels, first_row, stop_row, num_classes, max_classes, min(chunk_rows, _LABEL_SCAN_ROWS),
+                  ignore_index)
     identity = {
         "features": features.fingerprint(),
         "labels": labels.fingerprint(),
@@ -83,6 +88,8 @@ def accumulate(
     }
     extras = {"fourth_moments": fourth_moments, "per_class_gram": per_class_gram}
     identity.update({k: v for k, v in extras.items() if v})  # absent when off: older checkpoints still match
+    if ignore_index != IGNORE_INDEX:
+        identity["ignore_index"] = ignore_index
     identity = _jsonable(identity)
     stats, start = None, first_row
     if checkpoint and os.path.exists(checkpoint):
@@ -106,7 +113,7 @@ def accumulate(
     since_save = 0
     chunks = stream(features, labels, chunk_rows=chunk_rows, start_row=start, stop_row=stop_row, device=device)
     for first, x, y in chunks:
-        stats.update(x, y)
+        stats.update(x, y, ignore_index=ignore_index)
         bar.update(x.shape[0])
         since_save += x.shape[0]
         if checkpoint and since_save >= every and first + x.shape[0] < stop_row:
@@ -144,7 +151,7 @@ def _row_range(row_range: Any, features: ArraySource) -> Tuple[int, int]:
 
 
 def _check_labels(labels: ArraySource, first: int, stop: int, num_classes: Optional[int], max_classes: int,
-                  block: int) -> None:
+                  block: int, ignore_index: Optional[int] = None) -> None:
     """One read of the labels before the pass, `block` rows at a time (no more than the pass
     reads at once): a stray label is refused before any work (and before it could grow the
     statistics to a size no real label set needs)."""
@@ -152,7 +159,10 @@ def _check_labels(labels: ArraySource, first: int, stop: int, num_classes: Optio
     buffer = None if labels.in_memory else torch.empty(min(block, max(1, stop - first)), dtype=labels.dtype)
     for start in range(first, stop, block):
         y = labels.read(start, min(stop, start + block), buffer)
-        bad = ((y < 0) | (y >= limit)).nonzero()
+        outside = (y < 0) | (y >= limit)
+        if ignore_index is not None:
+            outside &= y != ignore_index
+        bad = outside.nonzero()
         if not bad.numel():
             continue
         row = int(bad[0, 0])

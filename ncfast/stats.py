@@ -12,7 +12,8 @@ import torch
 from torch import Tensor
 
 from . import _allreduce, _moments
-from ._inputs import as_features, as_labels, check_label_range
+from ._inputs import (IGNORE_INDEX, as_features, as_labels, as_rows, check_ignore_index, check_label_range,
+                      drop_ignored)
 from ._state import (INT64_MAX, StatsState, clone_state, copy_into, empty_state, extra_options, grow_classes,
                      merge_into, truncate_classes)
 from ._statecheck import check_state_dict
@@ -177,15 +178,25 @@ class ClassStats:
 
     # ------------------------------------------------------------------ update / merge
 
-    def update(self, features: Any, labels: Any) -> "ClassStats":
+    def update(self, features: Any, labels: Any, *, ignore_index: Optional[int] = IGNORE_INDEX,
+               channels_first: Optional[bool] = None) -> "ClassStats":
         """Folds a batch of rows into the statistics.
 
         Parameters
         ----------
-        features : Tensor or ndarray, shape (B, D)
+        features : Tensor or ndarray, shape (B, D), (..., D) or (B, D, *spatial)
             float32, float64, float16 or bfloat16; any row stride (NumPy memmaps included).
-        labels : Tensor or ndarray, shape (B,)
-            int32 or int64 class indices in [0, K).
+            Tokens (B, T, D) with labels (B, T) and channels-first maps (B, D, H, W) with labels
+            (B, H, W) are read as one row per token or pixel.
+        labels : Tensor or ndarray, shape (B,), (...) or (B, *spatial)
+            int32 or int64 class indices in [0, K), or `ignore_index`.
+        ignore_index : int or None, default -100
+            Rows with this label (PyTorch's and Hugging Face's padding label) are left out and
+            counted in ``skipped_rows``. On a CUDA device finding them waits for the device once
+            per batch: None turns it off (a label of -100 is then an error, as any negative one).
+        channels_first : bool or None
+            The layout of 3-D and wider features when their shape fits both (B, T, D) tokens
+            and (B, D, *spatial) maps; None infers it from the shapes.
 
         Raises ValueError/TypeError naming the bad argument; on error nothing is changed. On a
         CUDA device, bad labels and NaN/Inf rows are found by the kernels and raised at the next
@@ -197,12 +208,14 @@ class ClassStats:
         ``ncfast::class_stats_update_`` operator; it then needs tensors on the statistics'
         device and a fixed ``num_classes``.
         """
+        ignore_index = check_ignore_index(ignore_index)
+        features, labels = as_rows(features, labels, self.dim, channels_first)
         if torch.compiler.is_compiling():
-            return self._update_compiled(features, labels)
+            return self._update_compiled(features, labels, ignore_index)
         with self._lock:
-            return self._update(features, labels)
+            return self._update(features, labels, ignore_index)
 
-    def _update(self, features: Any, labels: Any) -> "ClassStats":
+    def _update(self, features: Any, labels: Any, ignore_index: Optional[int] = None) -> "ClassStats":
         state = self._raw_state
         x = as_features(features, state.dim)
         y = as_labels(labels, x.shape[0])
@@ -212,7 +225,9 @@ class ClassStats:
                     f"{name}: on {tensor.device} but the statistics are on {self._device} "
                     "(move the batch, or create ClassStats with that device)"
                 )
+        x, y, ignored = drop_ignored(x, y, ignore_index, state.num_classes if self._fixed_classes else None)
         if x.shape[0] == 0:
+            state.skipped_rows += ignored
             return self
         classes_before = state.num_classes
         if not self._fixed_classes:
@@ -228,6 +243,7 @@ class ClassStats:
                 dispatch.reference_update_(state, x, y, self._nan_policy)
             if pending is not None:
                 _moments.commit_(state, pending)
+            state.skipped_rows += ignored
         except Exception:
             if state.num_classes > classes_before:
                 truncate_classes(state, classes_before)  # a rejected batch adds no classes
@@ -246,7 +262,7 @@ class ClassStats:
         # under "raise" a NaN/Inf row makes the kernels reject the batch, and these increments with it
         return _moments.prepare(state, x, y)
 
-    def _update_compiled(self, features: Tensor, labels: Tensor) -> "ClassStats":
+    def _update_compiled(self, features: Tensor, labels: Tensor, ignore_index: Optional[int] = None) -> "ClassStats":
         if self.fourth_moments or self.per_class_gram:
             raise ValueError("fourth_moments / per_class_gram: not supported by a compiled update; "
                              "update these statistics outside torch.compile")
@@ -258,7 +274,7 @@ class ClassStats:
         diag = state.class_diag if state.class_diag is not None else state.means.new_empty((0, self.dim))
         ops.class_stats_update_(
             state.counts, state.means, state.scatter, state.class_scatter, diag, self._compiled_skips,
-            features, labels, self._nan_policy,
+            features, labels, self._nan_policy, ignore_index,
         )
         return self
 

@@ -28,7 +28,7 @@ def good_batch(rows=50, dim=8, k=4, seed=31):
 @pytest.mark.parametrize(
     "features, labels, error, match",
     [
-        (torch.zeros(8), torch.zeros(8, dtype=torch.int64), ValueError, "features: expected a 2-D"),
+        (torch.zeros(8), torch.zeros(8, dtype=torch.int64), ValueError, r"features: expected \(rows, dim\)"),
         (torch.ones(5, 9), torch.zeros(5, dtype=torch.int64), ValueError, "features: expected 8 columns"),
         (torch.ones(5, 8, dtype=torch.int32), torch.zeros(5, dtype=torch.int64), TypeError, "features: dtype"),
         (torch.ones(5, 8), torch.zeros(5), TypeError, "labels: dtype"),

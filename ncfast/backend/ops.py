@@ -7,10 +7,11 @@ opaque operator instead of tracing the Python around the kernels.
 the tensor-level form for code that keeps the statistics in its own buffers.
 
 ``ncfast::class_stats_update_(counts, means, scatter, class_scatter, class_diag, skipped,
-features, labels, nan_policy)``
+features, labels, nan_policy, ignore_index=None)``
     The chunk update of DESIGN.md section 3, in place on the state tensors (``class_diag``
     may be an empty tensor when the per-class diagonal is not tracked; ``skipped`` is a
-    one-element int64 counter of rows dropped under ``nan_policy="skip"``).
+    one-element int64 counter of rows dropped under ``nan_policy="skip"`` or for a label
+    equal to ``ignore_index``).
 
 The score operators (``ncfast::nc1`` ...) are in :mod:`ncfast.metrics.ops`.
 """
@@ -23,6 +24,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .._inputs import drop_ignored
 from .._state import StatsState, state_over
 from . import dispatch
 
@@ -62,8 +64,11 @@ def class_stats_update_(
     features: Tensor,
     labels: Tensor,
     nan_policy: str = "raise",
+    ignore_index: Optional[int] = None,
 ) -> None:
+    features, labels, ignored = drop_ignored(features, labels, ignore_index)
     if features.shape[0] == 0:
+        skipped += ignored
         return
     owner = _owner_of(counts, means, scatter, class_scatter)
     state = owner if owner is not None else state_over(counts, means, scatter, class_scatter, class_diag)
@@ -74,13 +79,14 @@ def class_stats_update_(
             dispatch.check_device_status_(state)  # no ClassStats to report the error later
     else:
         dispatch.reference_update_(state, features, labels, nan_policy)
-    if state.skipped_rows != before:
-        skipped += state.skipped_rows - before
+    if state.skipped_rows != before or ignored:
+        skipped += state.skipped_rows - before + ignored
         state.skipped_rows = before  # counted once, in `skipped`
 
 
 @class_stats_update_.register_fake
-def _(counts, means, scatter, class_scatter, class_diag, skipped, features, labels, nan_policy="raise"):
+def _(counts, means, scatter, class_scatter, class_diag, skipped, features, labels, nan_policy="raise",
+      ignore_index=None):
     torch._check(features.dim() == 2 and features.shape[1] == scatter.shape[0], lambda: "features: (B, D) expected")
     torch._check(labels.dim() == 1 and labels.shape[0] == features.shape[0], lambda: "labels: (B,) expected")
     return None

@@ -201,7 +201,7 @@ def stats_for(args, features_spec, labels_spec, label="", ranks: Ranks = Ranks()
     stats = accumulate(
         feats, labels, num_classes=args.num_classes, device=args.device, **options,
         chunk_rows=args.chunk_rows, checkpoint=checkpoint, checkpoint_every=getattr(args, "checkpoint_every", None),
-        nan_policy=args.nan_policy,
+        nan_policy=args.nan_policy, ignore_index=args.ignore_index,
         progress=not args.quiet and ranks.is_main, label=label or _short_name(features_spec),
         row_range=ranks.share(feats.rows),
     )
@@ -233,6 +233,15 @@ def stop_distributed() -> None:
         dist.destroy_process_group()
 
 
+def ignore_index(text: str):
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer label or 'none', got {text!r}") from None
+
+
 def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=positive_int, default=None, help="K (default: largest label + 1)")
     p.add_argument("--device", type=device, default="cpu", help="cpu (default) or cuda[:i]")
@@ -241,6 +250,9 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--nan-policy", choices=("raise", "skip"), default="raise",
                    help="rows with NaN/Inf: an error (default), or dropped and counted")
+    p.add_argument("--ignore-index", type=ignore_index, default=-100, metavar="LABEL",
+                   help="rows with this label are dropped and counted (default -100, PyTorch's padding label; "
+                        "'none' to refuse them as any negative label)")
 
 
 def add_checkpoint_options(p: argparse.ArgumentParser) -> None:

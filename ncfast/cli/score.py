@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 
 from .. import metrics
+from .._inputs import drop_ignored
 from .._progress import Progress
 from ..io import SPEC_HELP, open_array, stream
 from ..metrics.registry import SCORES, score_stats, stats_options
@@ -110,6 +111,7 @@ def cmd_score(args) -> int:
             for _, x, y in stream(feats_src, labels_src, chunk_rows=1 << 16, start_row=first, stop_row=stop,
                                   device=args.device):
                 bar.update(x.shape[0])
+                x, y, _ = drop_ignored(x, y, args.ignore_index)  # the rows the first pass left out
                 second.update(x, y)  # drops NaN/Inf rows when the first pass did
             bar.close()
             if ranks.world > 1:
@@ -128,7 +130,10 @@ def cmd_score(args) -> int:
     known = glossary.entries()
     directions = {n: known[n].direction for n in scores}
     meanings = {n: known[n].meaning for n in scores}
-    skipped = f" ({stats.skipped_rows:,} with NaN/Inf skipped)" if stats.skipped_rows else ""
+    why = {"raise": f"labelled {args.ignore_index}", "skip": "with NaN/Inf"}[args.nan_policy]
+    if args.stats or (args.nan_policy == "skip" and args.ignore_index is not None):
+        why = "with NaN/Inf or an ignored label" if args.stats else f"with NaN/Inf or label {args.ignore_index}"
+    skipped = f" ({stats.skipped_rows:,} {why} skipped)" if stats.skipped_rows else ""
     print_table(scores, f"{source}: {stats.num_samples:,} rows{skipped}, {stats.dim} dims, "
                         f"{describe_classes(stats.counts)}, {seconds:.2f} s",
                 directions=directions, meanings=meanings, notes=notes)

@@ -283,7 +283,7 @@ def test_nan_policy_skip_drops_and_counts_rows(tmp_path, capsys):
     assert result["scores"]["nc1"] == pytest.approx(ref.nc1(xd, yk), rel=1e-6)
     nearest = ref.nearest_centre(xd, np.stack([xd[yk == c].mean(axis=0) for c in range(4)]))
     assert result["scores"]["ncc_accuracy"] == pytest.approx(np.mean(nearest == yk))
-    assert "3 with NaN/Inf skipped" in capsys.readouterr().out
+    assert "3 with NaN/Inf or label -100 skipped" in capsys.readouterr().out
 
 
 def test_plot_without_matplotlib_is_one_clear_error(dump, tmp_path, monkeypatch, capsys):

@@ -243,7 +243,7 @@ def test_non_tensor_output_names_the_layer():
 
 
 def test_missing_labels_name_the_layer(model):
-    monitor = NCMonitor(model, ["layer2"], K)
+    _monitor = NCMonitor(model, ["layer2"], K)
     with pytest.raises(ValueError, match=r"labels: not set .*layer 'layer2'"):
         model(torch.randn(4, 3, 8, 8))
 
