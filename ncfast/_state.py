@@ -186,6 +186,16 @@ def copy_into(dst: StatsState, src: StatsState) -> None:
     dst.skipped_rows = src.skipped_rows
 
 
+def drop_optional(state: StatsState, names) -> None:
+    """Stops tracking the optional statistics named (class_diag, class_gram, fourth_moment)."""
+    for name in names:
+        if name == "fourth_moment":
+            state.moment_centre = state.fourth_moment = state.third_moment = None
+        else:
+            setattr(state, name, None)
+            state._buffers.pop(name, None)
+
+
 def merge_into(dst: StatsState, src: StatsState) -> None:
     """dst <- dst (+) src by Chan et al.'s pairwise update, exact up to rounding:
 
@@ -195,15 +205,16 @@ def merge_into(dst: StatsState, src: StatsState) -> None:
     fourth moments are moved to a common centre first (ncfast/_moments.py).
     The one merge used by ClassStats.merge, all-reduce and checkpoint resume.
 
-    src must track every optional statistic dst tracks (else ValueError). The result is computed
-    aside and checked before anything changes: a result that overflows float64 raises ValueError and
+    The result tracks an optional statistic (class_diag, class_gram, the fourth moments) only
+    when both sides do: one that src lacks is dropped from dst. The result is computed aside and
+    checked before anything changes: a result that overflows float64 raises ValueError and
     leaves dst as it was.
     """
-    if dst.class_diag is not None and src.class_diag is None:
-        raise ValueError("other: per_class_diag is off there but on here; both must track it to merge")
-    if dst.class_gram is not None and src.class_gram is None:
-        raise ValueError("other: per_class_gram is off there but on here; both must track it to merge")
-    moved = _moments.merge_moments_before(dst, src)
+    drop = [name for name, mine, theirs in (("class_diag", dst.class_diag, src.class_diag),
+                                            ("class_gram", dst.class_gram, src.class_gram),
+                                            ("fourth_moment", dst.fourth_moment, src.fourth_moment))
+            if mine is not None and theirs is None]
+    moved = _moments.merge_moments_before(dst, src) if "fourth_moment" not in drop else None
     classes_before = dst.num_classes
     grow_classes(dst, src.num_classes)
     k = src.num_classes
@@ -216,7 +227,8 @@ def merge_into(dst: StatsState, src: StatsState) -> None:
     between = (delta * weight[:, None]).T @ delta
     scatter = dst.scatter + src.scatter + 0.5 * (between + between.T)
     class_scatter = dst.class_scatter[:k] + src.class_scatter + weight * (delta * delta).sum(dim=1)
-    diag = dst.class_diag[:k] + src.class_diag + weight[:, None] * delta * delta if dst.class_diag is not None else None
+    both_diag = dst.class_diag is not None and "class_diag" not in drop
+    diag = dst.class_diag[:k] + src.class_diag + weight[:, None] * delta * delta if both_diag else None
     means = dst.means[:k] + (n_b / safe_n)[:, None] * delta
     finite = torch.isfinite(scatter).all() & torch.isfinite(class_scatter).all() & torch.isfinite(means).all()
     if diag is not None:
@@ -225,6 +237,7 @@ def merge_into(dst: StatsState, src: StatsState) -> None:
         truncate_classes(dst, classes_before)
         raise ValueError("other: the merged scatter overflows float64 (class means too far apart for the "
                          "float64 range); the statistics are unchanged")
+    drop_optional(dst, drop)
     dst.scatter.copy_(scatter)
     dst.class_scatter[:k] = class_scatter
     if diag is not None:

@@ -315,8 +315,9 @@ class ClassStats:
         """In-place merge with the statistics of another stream (Chan et al.): the result is
         what one stream over both inputs would give, up to rounding, in any merge order.
 
-        The result tracks ``class_diag`` only when both sides do (merging statistics without
-        it into statistics with it turns it off here). Counts that would pass 2^63 - 1 rows and
+        The result tracks an optional statistic (``class_diag``, ``class_gram``, the fourth
+        moments) only when both sides do: merging statistics without it into statistics with it
+        turns it off here. Counts that would pass 2^63 - 1 rows and
         a scatter that would overflow float64 raise ValueError; nothing changes then."""
         if not isinstance(other, ClassStats):
             raise TypeError(f"other: expected ClassStats, got {type(other).__name__}")

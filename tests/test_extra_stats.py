@@ -147,14 +147,20 @@ def test_skipped_rows_are_left_out_of_the_extras():
     assert rel(s.class_gram, class_grams(x[keep], y[keep], K)) < 1e-12
 
 
-def test_merge_needs_the_same_extras():
+def test_merge_keeps_the_extras_both_sides_track():
     x, y = data(seed=7)
-    with pytest.raises(ValueError, match="fourth_moments is off there but on here"):
-        ncfast.ClassStats(K, D, fourth_moments=True).merge(ncfast.ClassStats(K, D).update(x, y))
-    with pytest.raises(ValueError, match="per_class_gram is off there but on here"):
-        ncfast.ClassStats(K, D, per_class_gram=True).merge(ncfast.ClassStats(K, D).update(x, y))
+    half = len(y) // 2
+    with_extras = extras().update(x[:half], y[:half])
+    with_extras.merge(ncfast.ClassStats(K, D).update(x[half:], y[half:]))
+    assert not with_extras.fourth_moments and not with_extras.per_class_gram
+    exact = ncfast.ClassStats(K, D).update(x, y)
+    assert rel(with_extras.within_scatter, exact.within_scatter) < 1e-12
+    with pytest.raises(ValueError, match="fourth_moment: not tracked"):
+        with_extras.fourth_moment()
     plain = ncfast.ClassStats(K, D).merge(extras().update(x, y))  # extras there but not here: ignored
-    assert plain.num_samples == len(y)
+    assert plain.num_samples == len(y) and not plain.fourth_moments
+    both = extras().update(x[:half], y[:half]).merge(extras().update(x[half:], y[half:]))
+    assert both.fourth_moment() == pytest.approx(fourth_moment(x), rel=1e-12)
 
 
 def test_options_are_checked_and_reported():

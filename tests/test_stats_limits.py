@@ -81,30 +81,24 @@ def merge_parts(seed=72):
     return x, y, with_diag, without
 
 
-def test_merging_plain_statistics_into_diag_ones_is_refused_and_changes_nothing():
-    _, _, with_diag, without = merge_parts()
-    before = with_diag.state_dict()
-    with pytest.raises(ValueError, match="per_class_diag is off there but on here"):
-        with_diag.merge(without)
-    with pytest.raises(ValueError, match="per_class_diag is off there but on here"):
-        with_diag + without
-    after = with_diag.state_dict()
-    for key, value in before.items():
-        assert torch.equal(value, after[key]) if isinstance(value, torch.Tensor) else value == after[key], key
-
-
-def test_merging_diag_statistics_into_plain_ones_keeps_what_both_track():
+@pytest.mark.parametrize("order", ["diag += plain", "plain += diag"])
+def test_merges_of_diag_and_no_diag_keep_what_both_track(order):
     x, y, with_diag, without = merge_parts()
-    total = without + with_diag
-    assert not total.per_class_diag and with_diag.per_class_diag
-    assert total.num_samples == 900 and with_diag.num_samples == 500 and without.num_samples == 400
-    merged = without.merge(with_diag)
+    merged = with_diag.merge(without) if order == "diag += plain" else without.merge(with_diag)
+    assert not merged.per_class_diag
     with pytest.raises(ValueError, match="class_diag: not tracked"):
         merged.class_diag
     exp = numpy_stats(x, y, 4)
     assert rel_err(merged.within_scatter, exp.scatter) < 1e-10
     assert rel_err(merged.class_scatter, exp.class_scatter) < 1e-10
     np.testing.assert_array_equal(merged.counts.numpy(), exp.counts)
+
+
+def test_adding_diag_and_no_diag_leaves_both_operands_alone():
+    _, _, with_diag, without = merge_parts()
+    total = with_diag + without
+    assert not total.per_class_diag and with_diag.per_class_diag
+    assert total.num_samples == 900 and with_diag.num_samples == 500 and without.num_samples == 400
 
 
 def test_merge_with_itself_doubles():
