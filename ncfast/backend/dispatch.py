@@ -50,6 +50,16 @@ def _nonfinite_message(row: int) -> str:
     return f"features: row {row} holds NaN or Inf (pass nan_policy='skip' to drop such rows)"
 
 
+def _check_float64_range(state: StatsState, features: Tensor) -> None:
+    """float64 rows whose centred squares a float64 scatter cannot hold (|x| beyond about 1e145,
+    or nonzero below about 1e-144) are refused before the kernels change anything, as by the
+    reference backend. float32 and 16-bit rows always fit: the kernels scale them."""
+    peak = float(features.abs().max())
+    if peak == peak and peak != float("inf"):  # NaN/Inf rows are the kernels' to report (or skip)
+        terms = max(features.shape[0], features.shape[1])
+        reference.gram_dtype(torch.float64, reference.magnitude_bound(state, peak), terms)
+
+
 def native_update_(state: StatsState, features: Tensor, labels: Tensor, nan_policy: str, block_rows: int = 0,
                    *, precision: str = "auto", path: int = 0) -> None:
     """Runs the native update of ``state`` by one batch.
@@ -66,6 +76,8 @@ def native_update_(state: StatsState, features: Tensor, labels: Tensor, nan_poli
     if features.device.type == "cuda":
         cuda.update_(state, features, labels, nan_policy, precision, block_rows)
         return
+    if features.dtype == torch.float64 and features.numel():
+        _check_float64_range(state, features)
     status, row, label, skipped = _C.update_class_stats_cpu(
         *kernel_args.state_and_batch(state, features, labels),
         NAN_POLICIES[nan_policy],
