@@ -3,7 +3,6 @@ traceback, no partial output, and the error before the pass wherever it can be s
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 
@@ -14,7 +13,8 @@ import torch
 import ncfast
 from ncfast import pipeline
 from ncfast.cli import main
-from ncfast.io import atomic, statsfile
+from ncfast.io import statsfile
+from disk_faults import fill_disk
 
 
 @pytest.fixture
@@ -58,29 +58,7 @@ def test_merge_output_that_is_a_folder_fails_before_reading(dump, capsys):
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_file(dump, capsys, monkeypatch):
-    real_fdopen = os.fdopen
-
-    class FullDisk:
-        def __init__(self, f):
-            self._f = f
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def __getattr__(self, name):
-            return getattr(self._f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._f.close()
-
-    def fdopen(fd, mode="r", *args, **kwargs):  # os.fdopen is every module's: only writes fail
-        f = real_fdopen(fd, mode, *args, **kwargs)
-        return FullDisk(f) if "w" in mode else f
-
-    monkeypatch.setattr(atomic.os, "fdopen", fdopen)
+    fill_disk(monkeypatch, room=0)
     before = sorted(os.listdir(dump))
     assert main(["stats", str(dump / "x.npy"), str(dump / "y.npy"), "-o", str(dump / "x.pt"), "--quiet"]) == 2
     one_error_line(capsys, "No space left on device", str(dump / "x.pt"))

@@ -17,6 +17,7 @@ import pytest
 import ncfast
 from ncfast.io import atomic
 from ncfast.io.atomic import atomic_file, atomic_path
+from disk_faults import fill_disk
 
 
 def small_stats():
@@ -106,32 +107,7 @@ def test_a_failed_write_leaves_neither_file_nor_temporary(tmp_path):
 def test_a_full_disk_names_the_target_and_leaves_nothing(tmp_path, monkeypatch):
     """torch.save turns a failed write into an unrelated RuntimeError; the caller gets the
     OSError (ENOSPC) with the file's name instead."""
-    real_fdopen = os.fdopen
-
-    class FullDisk:
-        def __init__(self, f):
-            self._f, self._written = f, 0
-
-        def write(self, data):
-            self._written += len(data)
-            if self._written > 256:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return self._f.write(data)
-
-        def __getattr__(self, name):
-            return getattr(self._f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._f.close()
-
-    def fdopen(fd, mode="r", *args, **kwargs):  # os.fdopen is every module's: only writes fail
-        f = real_fdopen(fd, mode, *args, **kwargs)
-        return FullDisk(f) if "w" in mode else f
-
-    monkeypatch.setattr(atomic.os, "fdopen", fdopen)
+    fill_disk(monkeypatch, room=256)
     for name in ("full.pt", "full.safetensors"):
         with pytest.raises(OSError) as caught:
             small_stats().save(tmp_path / name)
