@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/class_stats.h"
+#include "cpu/central_moments_cpu.h"
 #include "cpu/class_stats_cpu.h"
 #include "cpu/gram_accumulator.h"
 #include "cpu/gram_kernels.h"
@@ -195,6 +196,15 @@ PYBIND11_MODULE(_C, m) {
   m.def("default_block_rows", [](int64_t dim, int32_t dtype, int32_t precision) {
     return ncfast::cpu::default_block_rows(dim, static_cast<ncfast::DType>(dtype),
                                            static_cast<ncfast::cpu::CpuPrecision>(precision));
+  });
+  // (sum ||x - c||^4, and sum ||x - c||^2 (x - c) written to `third`) over a batch of rows: the
+  // optional fourth moments' share of a CPU update (ncfast/_moments.py).
+  m.def("central_moments_cpu", [](uintptr_t x, int64_t rows, int64_t dim, int64_t row_stride, int32_t dtype,
+                                  uintptr_t centre, uintptr_t third) {
+    py::gil_scoped_release no_gil;
+    return ncfast::cpu::central_moments_cpu(reinterpret_cast<const void*>(x), rows, dim, row_stride,
+                                            static_cast<ncfast::DType>(dtype), as_ptr<const double>(centre),
+                                            as_ptr<double>(third));
   });
   m.def("build_info", &build_info);
   m.def("get_num_threads", &ncfast::cpu::num_threads);

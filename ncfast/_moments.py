@@ -1,4 +1,5 @@
-"""The optional extra statistics of ClassStats, in float64 with torch on the statistics' device:
+"""The optional extra statistics of ClassStats, in float64 on the statistics' device (torch; the
+native CPU backend passes the batch's fourth-moment sums to :func:`prepare` from one C++ pass):
 
 - the fourth central moment sum_i ||x_i - mu_G||^4 (Ledoit-Wolf's shrinkage coefficient), kept
   as a scalar P4 and a D-vector P3 = sum_i ||x_i - c||^2 (x_i - c) about a centre c that follows
@@ -216,15 +217,17 @@ def _add_class_grams_(state, pending: PendingExtras) -> None:
         state.class_gram.index_add_(0, pending.gram_classes[first:stop], inc)
 
 
-def prepare(state, x: Tensor, y: Tensor) -> PendingExtras:
-    """The extra statistics' increments for the finite rows `x` (labels `y`, all in range)."""
+def prepare(state, x: Tensor, y: Tensor, row_moments=None) -> PendingExtras:
+    """The extra statistics' increments for the finite rows `x` (labels `y`, all in range).
+    `row_moments(x, centre)` -> (P4, P3) of the rows (default: torch, :func:`_chunk_moments`; the
+    native backend passes the C++ pass)."""
     pending = PendingExtras()
     if x.shape[0] == 0:
         return pending
     if state.fourth_moment is not None:
         empty = int(state.counts.sum()) == 0
         pending.centre = _chunk_mean(x) if empty else state.moment_centre.clone()
-        pending.fourth, pending.third = _chunk_moments(x, pending.centre)
+        pending.fourth, pending.third = (row_moments or _chunk_moments)(x, pending.centre)
     if state.class_gram is not None:
         _sorted_by_class(state, x, y, pending)
     return pending

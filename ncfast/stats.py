@@ -260,7 +260,7 @@ class ClassStats:
         elif state.class_gram is not None:
             check_label_range(y, state.num_classes, error=dispatch.UpdateError)  # before indexing by label
         # under "raise" a NaN/Inf row makes the kernels reject the batch, and these increments with it
-        return _moments.prepare(state, x, y)
+        return _moments.prepare(state, x, y, dispatch.row_moments if self._backend == "native" else None)
 
     def _update_compiled(self, features: Tensor, labels: Tensor, ignore_index: Optional[int] = None) -> "ClassStats":
         if self.fourth_moments or self.per_class_gram:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import _moments
+from .._dtypes import FLOAT_CODES
 from .._inputs import check_label_range, label_outside_message
 from .._state import StatsState
 from . import cuda, kernel_args
@@ -48,6 +50,18 @@ def _label_message(label: int, row: int, num_classes: int) -> str:
 
 def _nonfinite_message(row: int) -> str:
     return f"features: row {row} holds NaN or Inf (pass nan_policy='skip' to drop such rows)"
+
+
+def row_moments(x: Tensor, centre: Tensor) -> tuple:
+    """(sum ||x_i - c||^4, sum ||x_i - c||^2 (x_i - c)) of finite rows in float64: one threaded
+    C++ pass over the rows on the CPU (the same sum for any thread count), torch elsewhere."""
+    if x.device.type != "cpu" or x.shape[0] == 0:
+        return _moments._chunk_moments(x, centre)
+    centre = centre.to(torch.float64).contiguous()
+    third = torch.empty(x.shape[1], dtype=torch.float64)
+    fourth = _C.central_moments_cpu(x.data_ptr(), x.shape[0], x.shape[1], x.stride(0), FLOAT_CODES[x.dtype],
+                                    centre.data_ptr(), third.data_ptr())
+    return torch.tensor(fourth, dtype=torch.float64), third
 
 
 def _check_float64_range(state: StatsState, features: Tensor) -> None:
