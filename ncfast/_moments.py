@@ -14,12 +14,13 @@ the option is on, so the default update costs nothing extra.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import Tensor
+
+from ._memory import free_memory
 
 # Rows are widened to float64 in blocks of about this many entries, so the extra memory is
 # bounded by a small block, not by the chunk.
@@ -35,14 +36,8 @@ def check_class_gram_memory(num_classes: int, dim: int, device: torch.device) ->
     needed = class_gram_bytes(num_classes, dim)
     if needed == 0:
         return
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-    else:
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return
-    if needed > free:
+    free = free_memory(device)
+    if free is not None and needed > free:
         raise MemoryError(
             f"per_class_gram: {num_classes} classes x {dim} x {dim} float64 need {needed / 2**30:.1f} GiB, "
             f"only {free / 2**30:.1f} GiB free on {device}; reduce D (e.g. PCA) or the number of classes"

@@ -14,8 +14,9 @@ PACKAGE = pathlib.Path(ncfast.__file__).parent
 
 # Lowest first. A module may import its own layer and the layers below it, never above.
 LAYERS = [
-    ("foundations", ["ncfast._C", "ncfast._version", "ncfast._format", "ncfast._dtypes", "ncfast._inputs",
-                     "ncfast._moments", "ncfast._state", "ncfast._statecheck", "ncfast._progress", "ncfast.io"]),
+    ("foundations", ["ncfast._C", "ncfast._version", "ncfast._format", "ncfast._memory", "ncfast._dtypes",
+                     "ncfast._inputs", "ncfast._moments", "ncfast._state", "ncfast._statecheck", "ncfast._progress",
+                     "ncfast.io"]),
     ("backend", ["ncfast.backend"]),
     ("statistics", ["ncfast._allreduce", "ncfast.stats", "ncfast.target_stats"]),
     ("pass", ["ncfast.pipeline"]),

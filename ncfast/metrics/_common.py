@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._memory import free_memory
+
 # Pairwise (K x K) work is done in row blocks of at most this many entries, so that K = 100k
 # classes never allocates a K^2 matrix.
 PAIR_BLOCK_ENTRIES = 1 << 22
@@ -80,16 +82,8 @@ def check_dense_decomposition(dim: int, what: str, device: torch.device) -> None
     """A D x D float64 eigendecomposition needs a few D^2 buffers; refuse clearly if they
     cannot fit rather than failing deep inside LAPACK."""
     needed = 6 * dim * dim * 8
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-    else:
-        try:
-            import os
-
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return
-    if needed > free:
+    free = free_memory(device)
+    if free is not None and needed > free:
         raise MemoryError(
             f"{what}: a {dim} x {dim} float64 eigendecomposition needs about {needed / 2**30:.1f} GiB, "
             f"only {free / 2**30:.1f} GiB free; reduce D (e.g. PCA) or move the statistics to a bigger device"
