@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .npy import nbytes, read_header
 from .pt import data_offset
-from .part import Part, element_size, open_regular, read_exactly, row_elements, unreadable
+from .part import Part, element_size, open_regular, pick_entry, read_exactly, row_elements, unreadable
 from .segment import Segment
 
 
@@ -32,12 +32,7 @@ def npz_part(path: str, key: Optional[str]) -> Part:
         try:
             archive = zipfile.ZipFile(f)
             found = members(archive)
-            if key is None:
-                if len(found) != 1:
-                    raise LookupError(f"{path}: holds {sorted(found)}; name one as {path}:NAME")
-                key = next(iter(found))
-            if key not in found:
-                raise LookupError(f"{path}: has no member {key!r} (it holds {sorted(found)})")
+            key = pick_entry(path, found, key, "member", LookupError)
             info = found[key]
             if info.flag_bits & 0x1:
                 raise LookupError(f"{path}: member {key!r} is encrypted")

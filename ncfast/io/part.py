@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import stat
-from typing import Any, BinaryIO, Tuple
+from typing import Any, BinaryIO, Mapping, Optional, Tuple, Type
 
 import torch
 from torch import Tensor
@@ -47,6 +47,19 @@ class Part:
         modification time."""
         st = os.stat(self.path)
         return [(os.path.abspath(self.path), st.st_size, st.st_mtime_ns)]
+
+
+def pick_entry(path: str, entries: Mapping[str, Any], key: Optional[str], what: str,
+               error: Type[Exception] = ValueError) -> str:
+    """The name of the entry a FILE:KEY spec asks for in a file of named arrays: `key`, or the
+    only entry when it is None; `error` naming the entries otherwise."""
+    if key is None:
+        if len(entries) != 1:
+            raise error(f"{path}: holds {sorted(entries)}; name one as {path}:NAME")
+        return next(iter(entries))
+    if key not in entries:
+        raise error(f"{path}: has no {what} {key!r} (it holds {sorted(entries)})")
+    return key
 
 
 def element_size(dtype: torch.dtype) -> int:

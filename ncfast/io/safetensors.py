@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from .atomic import atomic_file
-from .part import open_regular, read_exactly
+from .part import open_regular, pick_entry, read_exactly
 from .segment import Segment
 
 DTYPES = {
@@ -170,12 +170,7 @@ def save(path: str, tensors: Dict[str, torch.Tensor], metadata: Optional[dict] =
 def safetensors_part(path: str, key: Optional[str]) -> Segment:
     """The tensor `key` of a safetensors file (the only one when `key` is None) as a Segment."""
     entries, _ = read_header(path)
-    if key is None:
-        if len(entries) != 1:
-            raise ValueError(f"{path}: holds {sorted(entries)}; name one as {path}:NAME")
-        key = next(iter(entries))
-    if key not in entries:
-        raise ValueError(f"{path}: has no tensor {key!r} (it holds {sorted(entries)})")
+    key = pick_entry(path, entries, key, "tensor")
     e = entries[key]
     if not e.shape:
         raise ValueError(f"{path}: tensor {key!r} is a scalar, not rows")
